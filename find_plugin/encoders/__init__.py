@@ -1,0 +1,1 @@
+"""Frozen foundation-model encoders: vision (backbones, pixel decoders) and language (token features)."""
