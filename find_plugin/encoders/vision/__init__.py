@@ -1,0 +1,29 @@
+"""Frozen vision encoders (pure torch): FocalNet, EfficientNet-Lite0, the X-Decoder pixel decoder,
+the backbone + pixel-decoder container and freezing helpers."""
+
+from .efficientnet_lite import EfficientNetLite0Backbone, packaged_lite0_weights_path
+from .focalnet import FOCALNET_PRESETS, FocalNet, build_focalnet
+from .freezing import FrozenTrainMixin, freeze_, is_frozen, keep_frozen_in_eval, unfreeze_
+from .pixel_decoder import TransformerEncoderPixelDecoder
+from .vision_model import (
+    FINDVisionModel,
+    load_official_vision_weights,
+    official_to_vision_state_dict,
+)
+
+__all__ = [
+    "EfficientNetLite0Backbone",
+    "FINDVisionModel",
+    "FOCALNET_PRESETS",
+    "FocalNet",
+    "FrozenTrainMixin",
+    "TransformerEncoderPixelDecoder",
+    "build_focalnet",
+    "freeze_",
+    "is_frozen",
+    "keep_frozen_in_eval",
+    "load_official_vision_weights",
+    "official_to_vision_state_dict",
+    "packaged_lite0_weights_path",
+    "unfreeze_",
+]

@@ -1,0 +1,380 @@
+"""FIND training criterion: matching + all losses of spec §3.2 with deep supervision.
+
+Inputs
+------
+``outputs``: dict of the interface's named outputs (spec §1.5), each [B, n, ...], plus optionally
+``aux_outputs`` = list of dicts with the same keys, one per earlier prediction (first = initial queries,
+last = the layer before the final one).
+
+Variable counts: per-image item sets (grounding queries, spatial queries, entities) are **padded** to the
+batch maximum along axis 1; image b's valid rows are the first ``n_b`` rows, with ``n_b`` given by the
+number of target masks of that image (``len(targets[b]["grounding_masks"])`` etc.). Padded rows are
+never read.
+
+``targets``: list (one per image) of dicts; the keys each loss group needs:
+
+=============  ======================================================================================
+labels/masks   ``labels`` [N] int64 in [0, K); ``masks`` [N, H, W] binary (any resolution)
+groundings     ``grounding_masks`` [G, H, W]; optional ``grounding_hash`` [G] int (equal = same phrase,
+               default all distinct); optional ``grounding_task`` "text" | "class" (default "text")
+spatials       ``spatial_masks`` [P, H, W] GT mask of each prompt (all-zero masks are skipped)
+interleaves    ``interleave_masks`` [E, H, W]; ``interleave_is_visual`` [E] bool
+retrievals     ``caption_tokens`` [T, D] projected caption tokens; ``caption_mask`` [T] bool
+=============  ======================================================================================
+
+``logit_scale``: scalar log-space temperature (passed explicitly).
+
+Output: dict of **already weighted** scalar losses (detectron2 convention, sum them for the total).
+Keys are ``loss_<name>_<i>`` with ``<name>`` one of :data:`DEFAULT_WEIGHTS` and ``i = 0`` for the final
+prediction, ``i = 1`` for the last aux output (the layer before the final one), ``i = 2`` for the one
+before, and so on (official key order).
+"""
+
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .matcher import HungarianMatcher, MatchIndices
+from .point_losses import dice_loss, sample_mask_points, sigmoid_bce_loss
+from .retrieval import fine_grained_loss, itc_loss
+from .similarity import grounding_logits, interleave_logits, spatial_logits
+
+__all__ = ["FindCriterion", "DEFAULT_WEIGHTS", "LOSS_GROUPS"]
+
+# focalt config values (spec §3.2).
+DEFAULT_WEIGHTS: Dict[str, float] = {
+    "mask_ce": 2.0,
+    "mask_bce": 5.0,
+    "mask_dice": 5.0,
+    "grounding_ce": 0.4,
+    "grounding_bce": 1.0,
+    "grounding_dice": 1.0,
+    "spatial_ce": 0.4,
+    "spatial_bce": 1.0,
+    "spatial_dice": 1.0,
+    "interleave_ce": 0.4,
+    "interleave_bce": 1.0,
+    "interleave_dice": 1.0,
+    "interleave_itc": 8.0,
+    "retrieval_decoder": 8.0,
+}
+
+LOSS_GROUPS: Dict[str, tuple] = {
+    "labels": ("mask_ce",),
+    "masks": ("mask_bce", "mask_dice"),
+    "groundings": ("grounding_ce", "grounding_bce", "grounding_dice"),
+    "spatials": ("spatial_ce", "spatial_bce", "spatial_dice"),
+    "interleaves": ("interleave_ce", "interleave_bce", "interleave_dice", "interleave_itc"),
+    "retrievals": ("retrieval_decoder",),
+}
+
+
+class FindCriterion(nn.Module):
+    """Matching and losses of every FIND task.
+
+    Args:
+        num_classes: K (number of real classes); ``pred_logits`` has K+1 columns, background last.
+        losses: loss groups to compute, keys of :data:`LOSS_GROUPS`.
+        weights: overrides of :data:`DEFAULT_WEIGHTS` (unknown names or names of disabled groups raise).
+        matcher / grounding_matcher / spatial_matcher / interleave_matcher: per-task matchers (default
+            class/mask/dice costs 2/5/5 with ``num_points`` points).
+        no_object_weight: CE weight of the background class (0.1).
+        num_points, oversample_ratio, importance_sample_ratio: point-sampled mask losses; ``num_points``
+            ``None`` = every pixel of the prediction grid.
+        grounding_task_weights: multiplier of ``grounding_ce`` per grounding mode.
+        fine_grained_weight: weight of the proposal-token term inside ``retrieval_decoder`` (0.5).
+        deep_supervision: also compute every loss on ``aux_outputs``.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        losses: Sequence[str] = tuple(LOSS_GROUPS),
+        weights: Optional[Mapping[str, float]] = None,
+        matcher: Optional[HungarianMatcher] = None,
+        grounding_matcher: Optional[HungarianMatcher] = None,
+        spatial_matcher: Optional[HungarianMatcher] = None,
+        interleave_matcher: Optional[HungarianMatcher] = None,
+        no_object_weight: float = 0.1,
+        num_points: Optional[int] = 12544,
+        oversample_ratio: float = 3.0,
+        importance_sample_ratio: float = 0.75,
+        grounding_task_weights: Optional[Mapping[str, float]] = None,
+        fine_grained_weight: float = 0.5,
+        deep_supervision: bool = True,
+    ):
+        super().__init__()
+        unknown = [g for g in losses if g not in LOSS_GROUPS]
+        if unknown:
+            raise ValueError(f"unknown loss group(s) {unknown}; expected some of {list(LOSS_GROUPS)}")
+        self.losses = tuple(losses)
+        active = {name for g in self.losses for name in LOSS_GROUPS[g]}
+        weights = dict(weights or {})
+        bad = [k for k in weights if k not in DEFAULT_WEIGHTS]
+        if bad:
+            raise ValueError(f"unknown loss weight(s) {bad}; expected some of {list(DEFAULT_WEIGHTS)}")
+        unused = [k for k in weights if k not in active]
+        if unused:
+            raise ValueError(f"weight(s) {unused} given but their loss group is not in losses")
+        self.weights = {k: float(weights.get(k, DEFAULT_WEIGHTS[k])) for k in sorted(active)}
+        self.num_classes = int(num_classes)
+        self.num_points = num_points
+        self.oversample_ratio = float(oversample_ratio)
+        self.importance_sample_ratio = float(importance_sample_ratio)
+        self.grounding_task_weights = dict(grounding_task_weights or {"text": 2.0, "class": 0.5})
+        self.fine_grained_weight = float(fine_grained_weight)
+        self.deep_supervision = bool(deep_supervision)
+
+        def _default_matcher(m):
+            return m if m is not None else HungarianMatcher(num_points=num_points)
+
+        self.matcher = _default_matcher(matcher)
+        self.grounding_matcher = _default_matcher(grounding_matcher)
+        self.spatial_matcher = _default_matcher(spatial_matcher)
+        self.interleave_matcher = _default_matcher(interleave_matcher)
+        empty_weight = torch.ones(self.num_classes + 1)
+        empty_weight[-1] = no_object_weight
+        self.register_buffer("empty_weight", empty_weight)
+
+    # ------------------------------------------------------------------ top level
+    def forward(
+        self, outputs: Mapping[str, object], targets: Sequence[dict], *, logit_scale: torch.Tensor
+    ) -> Dict[str, torch.Tensor]:
+        if not isinstance(targets, (list, tuple)):
+            raise TypeError(f"targets must be a list of per-image dicts, got {type(targets)}")
+        num_masks = None
+        if "masks" in self.losses or "labels" in self.losses:
+            count = sum(len(_get(t, "labels", i)) for i, t in enumerate(targets))
+            num_masks = _average_count(count, _get(outputs, "pred_logits").device)
+        final = {k: v for k, v in outputs.items() if k != "aux_outputs"}
+        layers = [final]
+        if self.deep_supervision:
+            layers += list(outputs.get("aux_outputs", []))[::-1]
+        result = {}
+        for i, out in enumerate(layers):
+            for name, value in self.layer_losses(out, targets, logit_scale, num_masks).items():
+                result[f"loss_{name}_{i}"] = value * self.weights[name]
+        return result
+
+    def layer_losses(self, outputs, targets, logit_scale, num_masks) -> Dict[str, torch.Tensor]:
+        """Unweighted losses of one prediction layer."""
+        out = {}
+        if "labels" in self.losses or "masks" in self.losses:
+            indices = self.matcher.match_default(
+                _get(outputs, "pred_logits").detach(), _get(outputs, "pred_masks").detach(), targets
+            )
+            if "labels" in self.losses:
+                out["mask_ce"] = self.loss_labels(outputs, targets, indices)
+            if "masks" in self.losses:
+                out.update(self.loss_masks(outputs, targets, indices, num_masks))
+        if "groundings" in self.losses:
+            out.update(self.loss_groundings(outputs, targets, logit_scale))
+        if "spatials" in self.losses:
+            out.update(self.loss_spatials(outputs, targets))
+        if "interleaves" in self.losses:
+            out.update(self.loss_interleaves(outputs, targets, logit_scale))
+        if "retrievals" in self.losses:
+            out["retrieval_decoder"] = self.loss_retrievals(outputs, targets, logit_scale)
+        return out
+
+    # ------------------------------------------------------------------ generic segmentation
+    def loss_labels(self, outputs, targets, indices: List[MatchIndices]) -> torch.Tensor:
+        """CE over K+1 classes; unmatched proposals -> background (weight ``no_object_weight``)."""
+        logits = _get(outputs, "pred_logits").float()
+        if logits.shape[-1] != self.num_classes + 1:
+            raise ValueError(
+                f"pred_logits must have K+1={self.num_classes + 1} classes, got {logits.shape[-1]}"
+            )
+        target_classes = torch.full(
+            logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device
+        )
+        for b, (src, tgt) in enumerate(indices):
+            target_classes[b, src] = targets[b]["labels"].to(logits.device).long()[tgt]
+        weight = self.empty_weight.to(logits)
+        return F.cross_entropy(logits.transpose(1, 2), target_classes, weight)
+
+    def loss_masks(self, outputs, targets, indices, num_masks) -> Dict[str, torch.Tensor]:
+        pred = _get(outputs, "pred_masks")
+        src = _gather_pred(pred, indices)
+        tgt = _gather_tgt([_get(t, "masks", b) for b, t in enumerate(targets)], indices, pred)
+        return self._mask_terms("mask", pred, src, tgt, num_masks)
+
+    # ------------------------------------------------------------------ grounding
+    def loss_groundings(self, outputs, targets, logit_scale) -> Dict[str, torch.Tensor]:
+        gmasks = _get(outputs, "pred_gmasks")
+        gtexts = _get(outputs, "pred_gtexts")
+        gquery = _get(outputs, "pred_grounding_query")
+        tmasks = [_get(t, "grounding_masks", b) for b, t in enumerate(targets)]
+        logits = [
+            grounding_logits(gtexts[b], gquery[b, : len(m)], logit_scale)
+            for b, m in enumerate(tmasks)
+        ]
+        indices = self.grounding_matcher.match_by_logits(
+            [lg.detach() for lg in logits], gmasks.detach(), tmasks
+        )
+        src = _gather_pred(gmasks, indices)
+        tgt = _gather_tgt(tmasks, indices, gmasks)
+        out = self._mask_terms("grounding", gmasks, src, tgt, max(len(src), 1))
+        ce_terms = []
+        for b, (lg, (si, ti)) in enumerate(zip(logits, indices)):
+            if lg.shape[1] == 0:
+                continue
+            task = targets[b].get("grounding_task", "text")
+            if task not in self.grounding_task_weights:
+                raise ValueError(
+                    f"targets[{b}]['grounding_task']={task!r}; expected one of "
+                    f"{list(self.grounding_task_weights)}"
+                )
+            num_g = lg.shape[1]
+            hashes = targets[b].get("grounding_hash")
+            hashes = torch.arange(num_g) if hashes is None else torch.as_tensor(hashes).reshape(-1)
+            if hashes.numel() != num_g:
+                raise ValueError(f"targets[{b}]['grounding_hash'] must have {num_g} entries")
+            onehot = torch.zeros_like(lg)
+            onehot[si, ti] = 1.0
+            # phrases with the same text share their targets: average the one-hots of the group
+            same = (hashes[:, None] == hashes[None, :]).to(lg)
+            share = same / same.sum(-1, keepdim=True)
+            soft = onehot @ share  # [Q, G]
+            ce = torch.sum(-soft.t() * F.log_softmax(lg.t().float(), dim=-1), dim=-1).mean()
+            ce_terms.append(self.grounding_task_weights[task] * ce)
+        out["grounding_ce"] = torch.stack(ce_terms).mean() if ce_terms else _zero(gtexts, gquery)
+        return out
+
+    # ------------------------------------------------------------------ interactive
+    def loss_spatials(self, outputs, targets) -> Dict[str, torch.Tensor]:
+        smasks = _get(outputs, "pred_smasks")
+        embs = _get(outputs, "pred_smaskembs")
+        queries = _get(outputs, "pred_pspatials")
+        tmasks = [_get(t, "spatial_masks", b) for b, t in enumerate(targets)]
+        logits = [spatial_logits(embs[b], queries[b, : len(m)]) for b, m in enumerate(tmasks)]
+        return self._prompted_terms(
+            "spatial", self.spatial_matcher, smasks, logits, tmasks, zero_of=(embs, queries)
+        )
+
+    # ------------------------------------------------------------------ interleave
+    def loss_interleaves(self, outputs, targets, logit_scale) -> Dict[str, torch.Tensor]:
+        imasks = _get(outputs, "pred_imasks")
+        im_emb, ent_pix = _get(outputs, "pred_imaskembs"), _get(outputs, "pred_entity_pixel")
+        ic_emb, ent_cls = _get(outputs, "pred_interleave_objects"), _get(outputs, "pred_entity_class")
+        tmasks = [_get(t, "interleave_masks", b) for b, t in enumerate(targets)]
+        logits = []
+        for b, m in enumerate(tmasks):
+            n = len(m)
+            vis = torch.as_tensor(_get(targets[b], "interleave_is_visual", b), device=im_emb.device)
+            logits.append(
+                interleave_logits(im_emb[b], ent_pix[b, :n], ic_emb[b], ent_cls[b, :n], vis)
+            )
+        out = self._prompted_terms(
+            "interleave", self.interleave_matcher, imasks, logits, tmasks, zero_of=(ent_pix, ent_cls)
+        )
+        # Unlike the official code (which returns 0 for everything when no entity mask is
+        # positive), the image<->sentence contrastive term does not depend on masks and is kept.
+        out["interleave_itc"] = itc_loss(
+            _get(outputs, "pred_retrievals")[:, -1],
+            _get(outputs, "pred_interleave_image")[:, -1],
+            logit_scale,
+        )
+        return out
+
+    # ------------------------------------------------------------------ retrieval
+    def loss_retrievals(self, outputs, targets, logit_scale) -> torch.Tensor:
+        img = _get(outputs, "pred_retrievals")[:, -1]
+        txt = _get(outputs, "pred_retrievals_lang")[:, -1]
+        loss = itc_loss(img, txt, logit_scale)
+        if self.fine_grained_weight == 0:
+            return loss
+        tokens = [torch.as_tensor(_get(t, "caption_tokens", b)) for b, t in enumerate(targets)]
+        masks = [torch.as_tensor(_get(t, "caption_mask", b)).bool() for b, t in enumerate(targets)]
+        tok = nn.utils.rnn.pad_sequence(tokens, batch_first=True).to(img)
+        msk = nn.utils.rnn.pad_sequence(masks, batch_first=True).to(img.device)
+        fine = fine_grained_loss(_get(outputs, "pred_captions"), tok, msk, logit_scale)
+        return loss + self.fine_grained_weight * fine
+
+    # ------------------------------------------------------------------ shared pieces
+    def _prompted_terms(self, prefix, matcher, pred_masks, logits, tmasks, zero_of):
+        """CE over proposals + mask losses for spatial / interleave (items with empty GT skipped)."""
+        indices = matcher.match_by_logits([lg.detach() for lg in logits], pred_masks.detach(), tmasks)
+        ce_rows, ce_targets, src_list, tgt_list = [], [], [], []
+        for b, (si, ti) in enumerate(indices):
+            if len(ti) == 0:
+                continue
+            tm = tmasks[b].to(pred_masks.device)
+            keep = tm[ti].flatten(1).sum(-1) > 0
+            si, ti = si[keep], ti[keep]
+            ce_rows.append(logits[b].t()[ti])  # [n_kept, Q]: one distribution over proposals each
+            ce_targets.append(si)
+            src_list.append(pred_masks[b, si])
+            tgt_list.append(tm[ti])
+        num = sum(len(s) for s in ce_targets)
+        if num == 0:
+            zero = _zero(pred_masks, *zero_of)
+            return {f"{prefix}_ce": zero, f"{prefix}_bce": zero, f"{prefix}_dice": zero}
+        ce = F.cross_entropy(torch.cat(ce_rows).float(), torch.cat(ce_targets))
+        src = torch.cat(src_list)
+        tgt = torch.cat(tgt_list)
+        out = self._mask_terms(prefix, pred_masks, src, tgt, num)
+        out[f"{prefix}_ce"] = ce
+        return out
+
+    def _mask_terms(self, prefix, pred_all, src, tgt, num_masks) -> Dict[str, torch.Tensor]:
+        if src.shape[0] == 0:
+            zero = _zero(pred_all)
+            return {f"{prefix}_bce": zero, f"{prefix}_dice": zero}
+        logits, labels = sample_mask_points(
+            src.float(),
+            tgt,
+            num_points=self.num_points,
+            oversample_ratio=self.oversample_ratio,
+            importance_sample_ratio=self.importance_sample_ratio,
+        )
+        return {
+            f"{prefix}_bce": sigmoid_bce_loss(logits, labels, num_masks),
+            f"{prefix}_dice": dice_loss(logits, labels, num_masks),
+        }
+
+
+# ---------------------------------------------------------------------- helpers
+def _get(container: Mapping, key: str, index: Optional[int] = None):
+    if key not in container:
+        where = "outputs" if index is None else f"targets[{index}]"
+        raise KeyError(f"{where} has no key '{key}' (keys: {sorted(container)})")
+    return container[key]
+
+
+def _zero(*tensors: torch.Tensor) -> torch.Tensor:
+    """A zero that stays connected to the graph (so DDP sees every parameter used)."""
+    return sum(t.sum() * 0.0 for t in tensors)
+
+
+def _gather_pred(pred: torch.Tensor, indices: Sequence[MatchIndices]) -> torch.Tensor:
+    parts = [pred[b, src] for b, (src, _) in enumerate(indices)]
+    return torch.cat(parts) if parts else pred.new_zeros((0,) + tuple(pred.shape[2:]))
+
+
+def _gather_tgt(masks: Sequence[torch.Tensor], indices, like: torch.Tensor) -> torch.Tensor:
+    """Matched target masks [n, H, W]; smaller masks are zero-padded bottom/right to the batch max
+    (the same layout as the padded image batch)."""
+    parts = [m.to(like.device)[tgt] for m, (_, tgt) in zip(masks, indices)]
+    parts = [p for p in parts if p.shape[0] > 0]
+    if not parts:
+        return like.new_zeros((0,) + tuple(like.shape[2:]))
+    height = max(p.shape[1] for p in parts)
+    width = max(p.shape[2] for p in parts)
+    parts = [
+        F.pad(p.to(like.dtype), (0, width - p.shape[2], 0, height - p.shape[1])) for p in parts
+    ]
+    return torch.cat(parts)
+
+
+def _average_count(count: int, device: torch.device) -> float:
+    """Number of GT masks averaged over processes, at least 1 (the loss normaliser)."""
+    value = torch.tensor([float(count)], device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(value)
+        value = value / dist.get_world_size()
+    return max(value.item(), 1.0)

@@ -1,0 +1,72 @@
+"""Prediction heads of the FIND interface (spec §1.5), shared by every output variable.
+
+For the output rows x [B, N, C] of the combined sequence:
+
+1. x = decoder_norm(x);
+2. image-query pooling: the image query's x is replaced by sum_i w_i x_i over the object
+   proposals, w = softmax_i(cos(x_img, x_i)) (weights detached);
+3. semantic = x @ class_embed  (dim_proj; the "semantic space");
+4. pixel = mask_embed(x)       (3-layer MLP, mask_dim; the "pixel space");
+5. masks = einsum(pixel, mask_features) at stride 4 (only for rows that need masks);
+6. class logits = exp(logit_scale) * cos(semantic, class bank) (object proposals);
+7. next-layer attention mask: sigmoid(bilinear resize(masks, level size)) < 0.5 (True = blocked).
+"""
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import MLP
+
+EPS = 1e-7
+
+
+def cosine_logits(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """exp(logit_scale) * cos(a, b): a [B, n, D], b [K, D] -> [B, n, K] (official eps 1e-7)."""
+    a = a / (a.norm(dim=-1, keepdim=True) + EPS)
+    b = b / (b.norm(dim=-1, keepdim=True) + EPS)
+    return logit_scale.exp() * a @ b.t()
+
+
+class PredictionHeads(nn.Module):
+    """Parameters: ``decoder_norm``, ``class_embed`` [hidden, dim_proj] (no bias), ``mask_embed``
+    (MLP ``layers.{0,1,2}``)."""
+
+    def __init__(self, *, hidden_dim: int, dim_proj: int, mask_dim: int):
+        super().__init__()
+        self.decoder_norm = nn.LayerNorm(hidden_dim)
+        self.class_embed = nn.Parameter(torch.randn(hidden_dim, dim_proj) * 0.02)
+        self.mask_embed = MLP(in_dim=hidden_dim, hidden=hidden_dim, out_dim=mask_dim, num_layers=3)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask_features: torch.Tensor,
+        *,
+        object_slice: Tuple[int, int],
+        image_row: Optional[int],
+        mask_rows: torch.Tensor,
+        attn_size: Optional[Tuple[int, int]],
+    ):
+        """x [B, N, C] (output rows); mask_rows [M] long (rows that need masks);
+        returns dict: semantic [B, N, dim_proj], pixel [B, N, mask_dim], masks [B, M, H, W],
+        attn_blocked [B, M, h*w] bool (None if attn_size is None)."""
+        x = self.decoder_norm(x)
+        if image_row is not None:
+            o0, o1 = object_slice
+            obj = x[:, o0:o1]
+            normed = x / (x.norm(dim=-1, keepdim=True) + EPS)
+            sim = normed[:, image_row : image_row + 1] @ normed[:, o0:o1].transpose(1, 2)
+            weights = sim.softmax(-1).detach()  # [B, 1, n_obj]
+            pooled = weights @ obj
+            x = torch.cat([x[:, :image_row], pooled, x[:, image_row + 1 :]], dim=1)
+        semantic = x @ self.class_embed
+        pixel = self.mask_embed(x)
+        masks = torch.einsum("bqc,bchw->bqhw", pixel[:, mask_rows], mask_features)
+        blocked = None
+        if attn_size is not None:
+            resized = F.interpolate(masks, size=attn_size, mode="bilinear", align_corners=False)
+            blocked = (resized.sigmoid() < 0.5).flatten(2).detach()
+        return {"semantic": semantic, "pixel": pixel, "masks": masks, "attn_blocked": blocked}

@@ -1,0 +1,115 @@
+"""Building blocks of the FIND interface: masked multi-head attention, FFN, sine position encoding.
+
+Attention uses ``torch.nn.functional.scaled_dot_product_attention``. Boolean masks here mean True = the
+key MAY be attended (the SDPA convention); they are passed to SDPA as finite additive masks. A row with no allowed key gets a zero attention
+output before the output projection (the official code applies ``nan_to_num`` to the softmax, so
+such rows also output just the projection bias); no NaN is ever produced.
+"""
+
+import math
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MaskedAttention(nn.Module):
+    """Multi-head attention with packed in-projection (parameter names of nn.MultiheadAttention).
+
+    Shapes: query [B, Nq, C], key/value [B, Nk, C], allowed [B, Nq, Nk] bool -> [B, Nq, C].
+    """
+
+    def __init__(self, *, dim: int, num_heads: int):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.xavier_uniform_(self.out_proj.weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, self.num_heads, self.dim // self.num_heads).transpose(1, 2)
+
+    def forward(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, allowed: torch.Tensor
+    ) -> torch.Tensor:
+        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = self.in_proj_bias.chunk(3)
+        q = self._split(F.linear(query, w_q, b_q))
+        k = self._split(F.linear(key, w_k, b_k))
+        v = self._split(F.linear(value, w_v, b_v))
+        has_key = allowed.any(-1)  # [B, Nq]
+        # Fully masked rows would give NaN in SDPA: let them attend everything, then zero them.
+        safe = allowed | ~has_key[..., None]
+        # A finite additive mask, not a boolean one: the blocked CPU kernel of torch 2.3 returns
+        # NaN for a row whose first key block is fully masked (exp(-inf - -inf)).
+        neg = torch.finfo(q.dtype).min / 2
+        bias = torch.zeros(safe.shape, dtype=q.dtype, device=q.device).masked_fill_(~safe, neg)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[:, None])
+        out = out.transpose(1, 2).reshape(query.shape[0], query.shape[1], self.dim)
+        out = out * has_key[..., None].to(out.dtype)
+        return self.out_proj(out)
+
+
+class FFN(nn.Module):
+    """Post-norm feed-forward block: norm(x + linear2(relu(linear1(x))))."""
+
+    def __init__(self, *, dim: int, hidden: int):
+        super().__init__()
+        self.linear1 = nn.Linear(dim, hidden)
+        self.linear2 = nn.Linear(hidden, dim)
+        self.norm = nn.LayerNorm(dim)
+        nn.init.xavier_uniform_(self.linear1.weight)
+        nn.init.xavier_uniform_(self.linear2.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x + self.linear2(F.relu(self.linear1(x))))
+
+
+class MLP(nn.Module):
+    """``num_layers`` linear layers with ReLU between them (``layers.{i}`` parameter names)."""
+
+    def __init__(self, *, in_dim: int, hidden: int, out_dim: int, num_layers: int):
+        super().__init__()
+        dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = F.relu(x)
+        return x
+
+
+def sine_position_encoding(
+    feature: torch.Tensor, *, num_pos_feats: int, temperature: float = 10000.0
+) -> torch.Tensor:
+    """DETR-style 2-D sine encoding with normalize=True (scale 2*pi), no padding mask.
+
+    feature [B, C, h, w] (only its shape/device are used) -> [B, 2*num_pos_feats, h, w]
+    (y features first, then x).
+    """
+    b, _, h, w = feature.shape
+    device = feature.device
+    eps, scale = 1e-6, 2 * math.pi
+    y = torch.arange(1, h + 1, dtype=torch.float32, device=device)
+    x = torch.arange(1, w + 1, dtype=torch.float32, device=device)
+    y = y / (y[-1] + eps) * scale
+    x = x / (x[-1] + eps) * scale
+    dim_t = torch.arange(num_pos_feats, dtype=torch.float32, device=device)
+    dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_pos_feats)
+
+    def enc(v):
+        v = v[:, None] / dim_t
+        return torch.stack((v[:, 0::2].sin(), v[:, 1::2].cos()), dim=2).flatten(1)
+
+    pos_y = enc(y)[:, None, :].expand(h, w, num_pos_feats)
+    pos_x = enc(x)[None, :, :].expand(h, w, num_pos_feats)
+    pos = torch.cat((pos_y, pos_x), dim=2).permute(2, 0, 1)
+    return pos[None].expand(b, -1, -1, -1).to(feature.dtype)

@@ -1,0 +1,165 @@
+"""Point-sampled mask losses and pairwise mask costs (Mask2Former style).
+
+Coordinates are normalised to [0, 1] x [0, 1] as (x, y) and are sampled with ``grid_sample``
+(``align_corners=False``), so a prediction at stride 4 and a target at full resolution are compared at
+the same physical locations without any resizing.
+
+Shapes used below:
+    R: number of masks, P: number of points, h/w and H/W: prediction and target resolutions.
+"""
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "point_sample",
+    "grid_points",
+    "uncertainty",
+    "uncertain_point_coords",
+    "sample_mask_points",
+    "dice_loss",
+    "sigmoid_bce_loss",
+    "pairwise_dice_cost",
+    "pairwise_bce_cost",
+]
+
+
+def point_sample(masks: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Bilinearly read ``masks`` [R, C, H, W] at ``coords`` [R, P, 2] (x, y in [0, 1]) -> [R, C, P]."""
+    if masks.dim() != 4 or coords.dim() != 3 or coords.shape[-1] != 2:
+        raise ValueError(
+            f"point_sample expects masks [R,C,H,W] and coords [R,P,2], got {tuple(masks.shape)} "
+            f"and {tuple(coords.shape)}"
+        )
+    grid = (2.0 * coords - 1.0).unsqueeze(2)  # [R, P, 1, 2] in grid_sample's [-1, 1] convention
+    return F.grid_sample(masks, grid.to(masks.dtype), align_corners=False).squeeze(3)
+
+
+def grid_points(height: int, width: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Centres of every cell of a ``height`` x ``width`` grid as normalised (x, y): [height*width, 2].
+
+    Used when ``num_points`` is ``None``: reading a mask at its own pixel centres returns it exactly.
+    """
+    ys = (torch.arange(height, device=device, dtype=dtype) + 0.5) / height
+    xs = (torch.arange(width, device=device, dtype=dtype) + 0.5) / width
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=-1)
+
+
+def uncertainty(logits: torch.Tensor) -> torch.Tensor:
+    """Uncertainty of a class-agnostic logit map: ``-|logit|`` (largest at the decision boundary)."""
+    return -logits.abs()
+
+
+def uncertain_point_coords(
+    logits: torch.Tensor,
+    *,
+    num_points: int,
+    oversample_ratio: float,
+    importance_sample_ratio: float,
+    uncertainty_fn: Callable[[torch.Tensor], torch.Tensor] = uncertainty,
+) -> torch.Tensor:
+    """Importance sampling of PointRend / Mask2Former.
+
+    Draw ``num_points * oversample_ratio`` uniform points, keep the ``importance_sample_ratio * num_points``
+    most uncertain ones, and fill up with fresh uniform points.
+
+    Args:
+        logits: [R, 1, h, w] mask logits.
+    Returns:
+        [R, num_points, 2] normalised (x, y) coordinates.
+    """
+    if oversample_ratio < 1 or not 0 <= importance_sample_ratio <= 1:
+        raise ValueError(
+            "oversample_ratio must be >= 1 and importance_sample_ratio in [0, 1], got "
+            f"{oversample_ratio}, {importance_sample_ratio}"
+        )
+    num_masks = logits.shape[0]
+    num_sampled = int(num_points * oversample_ratio)
+    coords = torch.rand(num_masks, num_sampled, 2, device=logits.device, dtype=logits.dtype)
+    point_unc = uncertainty_fn(point_sample(logits, coords))[:, 0]  # [R, num_sampled]
+    num_uncertain = int(importance_sample_ratio * num_points)
+    num_random = num_points - num_uncertain
+    idx = torch.topk(point_unc, k=num_uncertain, dim=1).indices  # [R, num_uncertain]
+    picked = torch.gather(coords, 1, idx.unsqueeze(-1).expand(-1, -1, 2))
+    if num_random > 0:
+        extra = torch.rand(num_masks, num_random, 2, device=logits.device, dtype=logits.dtype)
+        picked = torch.cat([picked, extra], dim=1)
+    return picked
+
+
+def sample_mask_points(
+    pred_masks: torch.Tensor,
+    tgt_masks: torch.Tensor,
+    *,
+    num_points: Optional[int],
+    oversample_ratio: float,
+    importance_sample_ratio: float,
+):
+    """Read matched predictions and targets at the same points for the mask losses.
+
+    Args:
+        pred_masks: [R, h, w] logits (gradient flows through the returned point logits).
+        tgt_masks: [R, H, W] binary targets (any dtype).
+        num_points: number of importance-sampled points; ``None`` = every pixel centre of the
+            prediction grid (deterministic, used by small tests).
+    Returns:
+        (point_logits [R, P], point_labels [R, P]).
+    """
+    src = pred_masks.unsqueeze(1)
+    tgt = tgt_masks.unsqueeze(1).to(src.dtype)
+    with torch.no_grad():
+        if num_points is None:
+            coords = grid_points(src.shape[-2], src.shape[-1], device=src.device, dtype=src.dtype)
+            coords = coords.unsqueeze(0).expand(src.shape[0], -1, -1)
+        else:
+            coords = uncertain_point_coords(
+                src.detach(),
+                num_points=num_points,
+                oversample_ratio=oversample_ratio,
+                importance_sample_ratio=importance_sample_ratio,
+            )
+        labels = point_sample(tgt, coords)[:, 0]
+    logits = point_sample(src, coords)[:, 0]
+    return logits, labels
+
+
+def dice_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
+    """Sum over masks of ``1 - (2*sum(p*t) + 1) / (sum(p) + sum(t) + 1)``, divided by ``num_masks``.
+
+    Args:
+        logits: [R, P]; targets: [R, P] in {0, 1}; p = sigmoid(logits).
+    """
+    probs = logits.sigmoid().flatten(1)
+    targets = targets.flatten(1)
+    numerator = 2 * (probs * targets).sum(-1)
+    denominator = probs.sum(-1) + targets.sum(-1)
+    return (1 - (numerator + 1) / (denominator + 1)).sum() / num_masks
+
+
+def sigmoid_bce_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
+    """Binary cross-entropy averaged over points, summed over masks, divided by ``num_masks``.
+
+    Args:
+        logits: [R, P]; targets: [R, P] in {0, 1}.
+    """
+    loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    return loss.mean(1).sum() / num_masks
+
+
+def pairwise_dice_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Dice loss of every (prediction, target) pair: logits [N, P], targets [M, P] -> [N, M]."""
+    probs = logits.sigmoid()
+    numerator = 2 * probs @ targets.t()
+    denominator = probs.sum(-1)[:, None] + targets.sum(-1)[None, :]
+    return 1 - (numerator + 1) / (denominator + 1)
+
+
+def pairwise_bce_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean-over-points BCE of every (prediction, target) pair: [N, P], [M, P] -> [N, M]."""
+    num_points = logits.shape[1]
+    pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
+    neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
+    return (pos @ targets.t() + neg @ (1 - targets).t()) / num_points

@@ -1,0 +1,206 @@
+"""Inference-time post-processing as pure functions (spec §1.6, Mask2Former rules).
+
+Conventions: one image at a time. ``mask_cls`` [Q, K+1] are class logits with the background
+(no-object) class last; ``mask_pred`` [Q, H, W] are mask logits (already resized to the output size
+with :func:`resize_mask_logits` when the result is meant for evaluation). Category ids are contiguous
+in [0, K) (detectron2 convention).
+"""
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .similarity import grounding_logits, interleave_logits, spatial_logits
+
+__all__ = [
+    "resize_mask_logits",
+    "semantic_inference",
+    "panoptic_inference",
+    "instance_inference",
+    "grounding_pick",
+    "interactive_pick",
+    "interleave_pick",
+]
+
+
+def resize_mask_logits(
+    mask_logits: torch.Tensor,
+    *,
+    padded_size: Tuple[int, int],
+    image_size: Tuple[int, int],
+    output_size: Tuple[int, int],
+    mode: str = "bilinear",
+) -> torch.Tensor:
+    """Stride-4 logits [N, h, w] -> [N, out_h, out_w].
+
+    Upsample to the padded input size, crop the valid ``image_size`` (the resized image before
+    padding), then resize to ``output_size`` (original image). ``mode`` "bilinear" (segmentation) or
+    "bicubic" (interactive).
+    """
+    if mask_logits.dim() != 3:
+        raise ValueError(f"mask_logits must be [N, h, w], got {tuple(mask_logits.shape)}")
+    if image_size[0] > padded_size[0] or image_size[1] > padded_size[1]:
+        raise ValueError(f"image_size {image_size} exceeds padded_size {padded_size}")
+    x = mask_logits.unsqueeze(0)
+    x = F.interpolate(x, size=tuple(padded_size), mode=mode, align_corners=False)
+    x = x[:, :, : image_size[0], : image_size[1]]
+    x = F.interpolate(x, size=tuple(output_size), mode=mode, align_corners=False)
+    return x[0]
+
+
+def _check_pair(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> None:
+    if mask_cls.dim() != 2 or mask_pred.dim() != 3 or mask_cls.shape[0] != mask_pred.shape[0]:
+        raise ValueError(
+            f"expected mask_cls [Q, K+1] and mask_pred [Q, H, W], got {tuple(mask_cls.shape)} and "
+            f"{tuple(mask_pred.shape)}"
+        )
+
+
+def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:
+    """Per-class score maps [K, H, W] = sum_q softmax(cls)[q, :K] * sigmoid(mask)[q]."""
+    _check_pair(mask_cls, mask_pred)
+    probs = mask_cls.softmax(-1)[:, :-1]
+    return torch.einsum("qc,qhw->chw", probs, mask_pred.sigmoid())
+
+
+def panoptic_inference(
+    mask_cls: torch.Tensor,
+    mask_pred: torch.Tensor,
+    *,
+    is_thing: Sequence[bool],
+    object_mask_threshold: float = 0.8,
+    overlap_threshold: float = 0.8,
+) -> Tuple[torch.Tensor, List[Dict]]:
+    """Panoptic segmentation.
+
+    A query is kept if its top class is not background and its probability > ``object_mask_threshold``.
+    Each pixel goes to the kept query with the largest ``prob * sigmoid(mask)``. A segment is dropped if
+    its visible area / its own (sigmoid >= 0.5) area < ``overlap_threshold``. Stuff segments of the same
+    class are merged into one id.
+
+    Args:
+        is_thing: K booleans, True = thing class.
+    Returns:
+        (panoptic_seg [H, W] int32 with 0 = void and segment ids 1..S, segments_info list of
+        ``{"id", "isthing", "category_id"}``).
+    """
+    _check_pair(mask_cls, mask_pred)
+    num_classes = mask_cls.shape[1] - 1
+    if len(is_thing) != num_classes:
+        raise ValueError(f"is_thing must have K={num_classes} entries, got {len(is_thing)}")
+    scores, labels = mask_cls.softmax(-1).max(-1)
+    masks = mask_pred.sigmoid()
+    keep = labels.ne(num_classes) & (scores > object_mask_threshold)
+    cur_scores, cur_classes, cur_masks = scores[keep], labels[keep], masks[keep]
+    height, width = masks.shape[-2:]
+    panoptic_seg = torch.zeros((height, width), dtype=torch.int32, device=masks.device)
+    segments_info: List[Dict] = []
+    if cur_masks.shape[0] == 0:
+        return panoptic_seg, segments_info
+    owner = (cur_scores.view(-1, 1, 1) * cur_masks).argmax(0)
+    stuff_ids: Dict[int, int] = {}
+    next_id = 0
+    for k in range(cur_classes.shape[0]):
+        category = int(cur_classes[k].item())
+        thing = bool(is_thing[category])
+        visible = owner == k
+        own = cur_masks[k] >= 0.5
+        mask = visible & own
+        visible_area, own_area = int(visible.sum()), int(own.sum())
+        if visible_area == 0 or own_area == 0 or int(mask.sum()) == 0:
+            continue
+        if visible_area / own_area < overlap_threshold:
+            continue
+        if not thing:
+            if category in stuff_ids:
+                panoptic_seg[mask] = stuff_ids[category]
+                continue
+            stuff_ids[category] = next_id + 1
+        next_id += 1
+        panoptic_seg[mask] = next_id
+        segments_info.append({"id": next_id, "isthing": thing, "category_id": category})
+    return panoptic_seg, segments_info
+
+
+def instance_inference(
+    mask_cls: torch.Tensor,
+    mask_pred: torch.Tensor,
+    *,
+    top_k: int = 100,
+    is_thing: Optional[Sequence[bool]] = None,
+    panoptic_on: bool = False,
+) -> Dict[str, torch.Tensor]:
+    """Instance segmentation: top-k (query, class) pairs over the Q x K class probabilities.
+
+    Score = class prob x mean of sigmoid(mask) inside the binary mask (logit > 0). With
+    ``panoptic_on``, pairs with a stuff class are removed (``is_thing`` required).
+
+    Returns:
+        dict with ``pred_masks`` [k, H, W] bool, ``scores`` [k], ``pred_classes`` [k] int64 and
+        ``query_indices`` [k] int64, ordered by decreasing class probability (not the final score).
+    """
+    _check_pair(mask_cls, mask_pred)
+    num_q, num_classes = mask_cls.shape[0], mask_cls.shape[1] - 1
+    probs = mask_cls.softmax(-1)[:, :-1]
+    k = min(int(top_k), num_q * num_classes)
+    cls_scores, flat_idx = probs.flatten().topk(k, sorted=True)
+    classes = flat_idx % num_classes
+    queries = torch.div(flat_idx, num_classes, rounding_mode="floor")
+    if panoptic_on:
+        if is_thing is None or len(is_thing) != num_classes:
+            raise ValueError(f"panoptic_on needs is_thing with K={num_classes} entries")
+        thing = torch.as_tensor(list(is_thing), dtype=torch.bool, device=classes.device)
+        keep = thing[classes]
+        cls_scores, classes, queries = cls_scores[keep], classes[keep], queries[keep]
+    logits = mask_pred[queries]
+    binary = logits > 0
+    prob = logits.sigmoid().flatten(1)
+    area = binary.flatten(1).float()
+    mask_scores = (prob * area).sum(1) / (area.sum(1) + 1e-6)
+    return {
+        "pred_masks": binary,
+        "scores": cls_scores * mask_scores,
+        "pred_classes": classes,
+        "query_indices": queries,
+    }
+
+
+def grounding_pick(
+    pred_gtexts: torch.Tensor, grounding_query: torch.Tensor, logit_scale: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Best grounding proposal per phrase.
+
+    Args:
+        pred_gtexts: [Q, D]; grounding_query: [G, D]; logit_scale: log-space scalar.
+    Returns:
+        (indices [G] int64, logits [Q, G]).
+    """
+    logits = grounding_logits(pred_gtexts, grounding_query, logit_scale)
+    return logits.argmax(0), logits
+
+
+def interactive_pick(
+    smaskembs: torch.Tensor, pspatials: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Best segment proposal per prompt: argmax over Q of smaskembs [Q, D] . pspatials [P, D].
+
+    Returns (indices [P] int64, logits [Q, P]).
+    """
+    logits = spatial_logits(smaskembs, pspatials)
+    return logits.argmax(0), logits
+
+
+def interleave_pick(
+    imaskembs: torch.Tensor,
+    entity_pixel: torch.Tensor,
+    interleave_objects: torch.Tensor,
+    entity_class: torch.Tensor,
+    is_visual: torch.Tensor,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Best entity proposal per entity with the mixed pixel/semantic logit.
+
+    Returns (indices [E] int64, logits [Q, E]); see :func:`similarity.interleave_logits`.
+    """
+    logits = interleave_logits(imaskembs, entity_pixel, interleave_objects, entity_class, is_visual)
+    return logits.argmax(0), logits

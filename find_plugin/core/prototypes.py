@@ -1,0 +1,384 @@
+"""Embedding types and task prototypes of the FIND interface, as declarative data.
+
+A *task prototype* (spec §1.3-1.5) names the variables a task adds to the interface's combined
+sequence and, for each variable, states
+
+* its kind (``proposal`` / ``query`` / ``memory`` / ``token``),
+* how it is initialised (``init``, see :data:`INIT_KINDS`),
+* its content attention (cross-attention) rule (:class:`CrossRule`): which keys it reads (the
+  image features of the layer's level, or token variables) and how they are masked,
+* its condition attention (self-attention) rule: which variables its rows may attend,
+* which named outputs (spec §1.5) it produces and in which space.
+
+All requested tasks are merged (union of variables by name; a variable declared by two tasks must
+be declared identically) and run in one forward pass; the attention-mask builder
+(:mod:`find_plugin.core.attention_mask`) turns the rules into block masks. A new task is added by
+:func:`register_prototype` with no edit of interface code.
+
+Input conventions (keys of the per-task input dict ``tasks[task_name]``), fixed by ``init``:
+
+* ``tokens``: ``tokens`` [B, T, C] float (projected token embeddings), optional ``token_mask``
+  [B, T] bool (True = padding), optional ``token_index`` [B, T] long (item id of each token for
+  INDEXED attention; -1 or padding = belongs to no item).
+* ``legend_tokens``: as ``tokens`` plus ``token_entity`` [B, T] long (entity id per token, -4 =
+  no entity, the official convention) and ``entity_is_visual`` [B, E] bool; tokens of visual
+  entities get the image query's content (and positional embedding) added.
+* ``visual_prompts``: ``points`` (pre-sampled, see :mod:`find_plugin.core.sampler`) or
+  ``pos_masks`` / ``neg_masks`` (list over images of [n_b, H, W] bool prompt masks).
+* ``per_item`` queries: ``query_index`` [B, n] long (item id of each query, -1 = padding); when
+  absent it is derived (see ``FINDInterface``).
+* ``memories``: present only when the task input has ``prev_mask`` [B, 1 or M, H/4, W/4] (logits).
+"""
+
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Tuple
+
+KINDS = ("proposal", "query", "memory", "token")
+
+#: How a variable's rows are created.
+#: ``object_proposals`` / ``image_query`` / ``memories`` are learnable rows of the interface;
+#: ``copy:<name>`` duplicates another variable (DUPLICATION); ``tokens`` / ``legend_tokens`` /
+#: ``visual_prompts`` come from the task inputs.
+INIT_KINDS = (
+    "object_proposals",
+    "image_query",
+    "memories",
+    "copy:proposals_vision_object",
+    "copy:queries_vision_image",
+    "tokens",
+    "legend_tokens",
+    "visual_prompts",
+)
+
+#: Cross-attention masking modes.
+#: ``prev_mask``: image keys allowed where sigmoid(previous-layer mask of this row) >= 0.5;
+#: ``global``: every image key; ``memory_prev_mask``: image keys allowed by the task's
+#: ``prev_mask`` input; ``padding``: every non-padding token of the key variables;
+#: ``indexed``: non-padding tokens whose item index equals the row's item index.
+CROSS_MODES = ("prev_mask", "global", "memory_prev_mask", "padding", "indexed")
+
+#: Output spaces: ``mask`` (B, n, H/4, W/4) logits, ``semantic`` (B, n, dim_proj), ``pixel``
+#: (B, n, mask_dim), ``class_logits`` (B, n, K) against the class bank.
+OUTPUT_SPACES = ("mask", "semantic", "pixel", "class_logits")
+
+IMAGE = "image"
+
+
+@dataclass(frozen=True)
+class CrossRule:
+    """Content-attention rule of one variable: ``keys`` is ``("image",)`` or token variable names."""
+
+    keys: Tuple[str, ...]
+    mode: str
+
+    def __post_init__(self):
+        if self.mode not in CROSS_MODES:
+            raise ValueError(f"CrossRule.mode must be one of {CROSS_MODES}, got {self.mode!r}")
+        image = IMAGE in self.keys
+        if image and len(self.keys) != 1:
+            raise ValueError("CrossRule.keys: 'image' cannot be mixed with token keys")
+        if image != (self.mode in ("prev_mask", "global", "memory_prev_mask")):
+            raise ValueError(f"CrossRule mode {self.mode!r} does not fit keys {self.keys}")
+
+    @property
+    def reads_image(self) -> bool:
+        return IMAGE in self.keys
+
+
+@dataclass(frozen=True)
+class VariableSpec:
+    """One named variable of the combined sequence (official names, spec §1.3).
+
+    ``count``: ``proposals`` (num_queries rows), ``one``, ``per_item`` (one per item, with an
+    item index), ``memories`` (num_memories rows) or ``input`` (as many rows as input tokens).
+    ``reset_per_level``: token rows are replaced at every layer by that layer's level (visual
+    prompt tokens); other tokens are carried from layer to layer.
+    ``train_swaps``: ``(from, to, p)`` - in training, with probability p per forward pass the
+    self-attention column ``from`` is replaced by ``to`` (official DYNAMICS).
+    """
+
+    name: str
+    kind: str
+    init: str
+    count: str
+    cross: Optional[CrossRule] = None
+    self_attend: Tuple[str, ...] = ()
+    outputs: Tuple[Tuple[str, str], ...] = ()
+    reset_per_level: bool = False
+    train_swaps: Tuple[Tuple[str, str, float], ...] = ()
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"VariableSpec {self.name}: kind must be one of {KINDS}")
+        if self.init not in INIT_KINDS:
+            raise ValueError(f"VariableSpec {self.name}: init must be one of {INIT_KINDS}")
+        if self.count not in ("proposals", "one", "per_item", "memories", "input"):
+            raise ValueError(f"VariableSpec {self.name}: bad count {self.count!r}")
+        for out_name, space in self.outputs:
+            if space not in OUTPUT_SPACES:
+                raise ValueError(f"VariableSpec {self.name}: output {out_name} space {space!r}")
+        has_mask = any(space == "mask" for _, space in self.outputs)
+        if self.cross is not None and self.cross.mode == "prev_mask" and not has_mask:
+            raise ValueError(f"VariableSpec {self.name}: 'prev_mask' attention needs a mask output")
+        if self.kind == "token" and self.outputs:
+            raise ValueError(f"VariableSpec {self.name}: tokens produce no outputs")
+
+
+@dataclass(frozen=True)
+class TaskPrototype:
+    """A task = the variables it adds (the base 'seg' variables are always present)."""
+
+    name: str
+    variables: Tuple[VariableSpec, ...]
+    description: str = ""
+    extra: Dict[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Built-in variables (official ATTENTION_ARCH of configs/find/focalt_llama_lang.yaml).
+# --------------------------------------------------------------------------------------------
+OBJECT = "proposals_vision_object"
+IMAGE_QUERY = "queries_vision_image"
+
+_V = VariableSpec
+_OBJECT = _V(
+    OBJECT,
+    "proposal",
+    "object_proposals",
+    "proposals",
+    CrossRule((IMAGE,), "prev_mask"),
+    (OBJECT,),
+    (
+        ("pred_logits", "class_logits"),
+        ("pred_masks", "mask"),
+        ("pred_captions", "semantic"),
+        ("pred_maskembs", "pixel"),
+    ),
+)
+_IMAGE_QUERY = _V(
+    IMAGE_QUERY,
+    "query",
+    "image_query",
+    "one",
+    CrossRule((IMAGE,), "global"),
+    (IMAGE_QUERY,),
+    (("pred_retrievals", "semantic"), ("pred_image_pixel", "pixel")),
+)
+_COPY_P = "copy:" + OBJECT
+_COPY_Q = "copy:" + IMAGE_QUERY
+
+
+def _proposals(name, self_extra, outputs, swaps=()):
+    return _V(
+        name,
+        "proposal",
+        _COPY_P,
+        "proposals",
+        CrossRule((IMAGE,), "prev_mask"),
+        (name,) + tuple(self_extra),
+        outputs,
+        train_swaps=swaps,
+    )
+
+
+def _query(name, count, keys, mode, outputs):
+    return _V(name, "query", _COPY_Q, count, CrossRule(tuple(keys), mode), (name,), outputs)
+
+
+def _tokens(name, self_attend, init="tokens", cross=None, reset=False):
+    return _V(name, "token", init, "input", cross, tuple(self_attend), (), reset_per_level=reset)
+
+
+SEG = TaskPrototype("seg", (_OBJECT, _IMAGE_QUERY), "generic segmentation + image embedding")
+
+CLASS = TaskPrototype(
+    "class",
+    (
+        _query(
+            "queries_language_class",
+            "one",
+            ["tokens_language_class"],
+            "padding",
+            (("pred_retrievals_class", "semantic"),),
+        ),
+        _tokens("tokens_language_class", ["tokens_language_class"]),
+    ),
+    "class-embedding generation (class prompt -> classifier row)",
+)
+
+GROUNDING = TaskPrototype(
+    "grounding",
+    (
+        _proposals(
+            "proposals_vision_grounding",
+            ["tokens_language_description"],
+            (("pred_gmasks", "mask"), ("pred_gtexts", "semantic")),
+        ),
+        _query(
+            "queries_language_description",
+            "per_item",
+            ["tokens_language_description"],
+            "indexed",
+            (("pred_grounding_query", "semantic"),),
+        ),
+        # The grounding proposals <-> description tokens link is bidirectional.
+        _tokens(
+            "tokens_language_description",
+            ["proposals_vision_grounding", "tokens_language_description"],
+        ),
+    ),
+    "grounded / referring segmentation",
+)
+
+SPATIAL = TaskPrototype(
+    "spatial",
+    (
+        _proposals(
+            "proposals_vision_segment",
+            ["tokens_vision_spatial", "memories_vision_spatial"],
+            (("pred_smasks", "mask"), ("pred_spatials", "semantic"), ("pred_smaskembs", "pixel")),
+            swaps=(("tokens_vision_spatial", "queries_vision_spatial", 0.3),),
+        ),
+        _query(
+            "queries_vision_spatial",
+            "per_item",
+            ["tokens_vision_spatial"],
+            "indexed",
+            (("pred_spatial_class", "semantic"), ("pred_pspatials", "pixel")),
+        ),
+        _tokens(
+            "tokens_vision_spatial", ["tokens_vision_spatial"], init="visual_prompts", reset=True
+        ),
+        _V(
+            "memories_vision_spatial",
+            "memory",
+            "memories",
+            "memories",
+            CrossRule((IMAGE,), "memory_prev_mask"),
+            ("memories_vision_spatial",),
+        ),
+    ),
+    "interactive / spatial segmentation (visual prompts, optional memories via prev_mask)",
+)
+
+RETRIEVAL = TaskPrototype(
+    "retrieval",
+    (
+        _query(
+            "queries_language_caption",
+            "one",
+            ["tokens_language_caption"],
+            "padding",
+            (("pred_retrievals_lang", "semantic"),),
+        ),
+        _tokens("tokens_language_caption", ["tokens_language_caption"]),
+    ),
+    "image-text retrieval (text side)",
+)
+
+_LEGEND_QUERY = _query(
+    "queries_interleave_legend",
+    "one",
+    ["tokens_interleave_legend"],
+    "padding",
+    (("pred_interleave_image", "semantic"), ("pred_legend_pixel", "pixel")),
+)
+_LEGEND_TOKENS = _tokens(
+    "tokens_interleave_legend",
+    ["tokens_interleave_legend"],
+    init="legend_tokens",
+    cross=CrossRule(("tokens_vision_spatial_",), "indexed"),
+)
+_INTERLEAVE_VISUAL = _tokens(
+    "tokens_vision_spatial_", ["tokens_vision_spatial_"], init="visual_prompts", reset=True
+)
+
+INTERLEAVE = TaskPrototype(
+    "interleave",
+    (
+        _proposals(
+            "proposals_interleave_entity",
+            ["tokens_interleave_legend"],
+            (
+                ("pred_imasks", "mask"),
+                ("pred_interleave_objects", "semantic"),
+                ("pred_imaskembs", "pixel"),
+            ),
+        ),
+        _LEGEND_QUERY,
+        _query(
+            "queries_interleave_entity",
+            "per_item",
+            ["tokens_interleave_legend"],
+            "indexed",
+            (("pred_entity_class", "semantic"), ("pred_entity_pixel", "pixel")),
+        ),
+        _INTERLEAVE_VISUAL,
+        _LEGEND_TOKENS,
+    ),
+    "interleave segmentation (entities of a sentence mixing text and visual prompts)",
+)
+
+INTERLEAVE_RETRIEVAL = TaskPrototype(
+    "interleave_retrieval",
+    (_LEGEND_QUERY, _INTERLEAVE_VISUAL, _LEGEND_TOKENS),
+    "interleave retrieval (query side: legend query over an interleaved sentence)",
+)
+
+_REGISTRY: Dict[str, TaskPrototype] = {}
+
+
+def register_prototype(prototype: TaskPrototype, *, overwrite: bool = False) -> TaskPrototype:
+    """Register ``prototype`` under ``prototype.name`` (error if taken unless ``overwrite``)."""
+    if not isinstance(prototype, TaskPrototype):
+        raise TypeError(f"register_prototype expects a TaskPrototype, got {type(prototype)}")
+    if prototype.name in _REGISTRY and not overwrite:
+        raise KeyError(f"task prototype {prototype.name!r} is already registered")
+    _REGISTRY[prototype.name] = prototype
+    return prototype
+
+
+def unregister_prototype(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def get_prototype(name: str) -> TaskPrototype:
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown task {name!r}; registered tasks: {sorted(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def list_prototypes() -> List[str]:
+    return list(_REGISTRY)
+
+
+def merge_prototypes(task_names: Iterable[str]) -> List[VariableSpec]:
+    """Variables of 'seg' plus the requested tasks, in first-declaration order (union by name)."""
+    merged: Dict[str, VariableSpec] = {}
+    owner: Dict[str, str] = {}
+    names = ["seg"] + [t for t in task_names if t != "seg"]
+    for task in names:
+        for var in get_prototype(task).variables:
+            if var.name in merged:
+                if merged[var.name] != var:
+                    raise ValueError(
+                        f"variable {var.name!r} is declared differently by tasks "
+                        f"{owner[var.name]!r} and {task!r}"
+                    )
+                continue
+            merged[var.name] = var
+            owner[var.name] = task
+    return list(merged.values())
+
+
+def variable_owner(task_names: Iterable[str]) -> Dict[str, str]:
+    """Map variable name -> first requested task that declares it (whose inputs feed it)."""
+    owner: Dict[str, str] = {}
+    for task in ["seg"] + [t for t in task_names if t != "seg"]:
+        for var in get_prototype(task).variables:
+            owner.setdefault(var.name, task)
+    return owner
+
+
+for _p in (SEG, CLASS, GROUNDING, SPATIAL, RETRIEVAL, INTERLEAVE, INTERLEAVE_RETRIEVAL):
+    register_prototype(_p)

@@ -1,0 +1,152 @@
+"""Contrastive retrieval losses and retrieval evaluation (spec §3.2 and §5.4).
+
+* :func:`itc_loss` - symmetric InfoNCE between image and text embeddings (L2-normalised, scale
+  ``min(exp(logit_scale), 100)``, gathered over processes with the local gradient kept).
+* :func:`fine_grained_loss` - object-proposal semantics vs caption token embeddings with
+  position-weighted soft targets, ``0.7 * i2t + 0.3 * t2i``.
+* :func:`retrieval_scores` / :func:`recall_at_k` - evaluation.
+"""
+
+from typing import Dict, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from .similarity import clamped_scale, l2_normalize
+
+__all__ = [
+    "all_gather_with_grad",
+    "itc_loss",
+    "fine_grained_loss",
+    "soft_cross_entropy",
+    "retrieval_scores",
+    "recall_at_k",
+]
+
+
+def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` [n, ...] from every process (equal n); only the local rows keep gradients.
+
+    Without an initialised process group this is the identity.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    parts = [torch.zeros_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.detach().contiguous())
+    parts[dist.get_rank()] = x
+    return torch.cat(parts, dim=0)
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``mean_rows(sum_cols(-target * log_softmax(logits)))`` (target rows need not sum to 1)."""
+    return torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1).mean()
+
+
+def itc_loss(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor
+) -> torch.Tensor:
+    """Symmetric InfoNCE: image_emb [B, D] and text_emb [B, D] are paired row by row.
+
+    Returns ``(CE(s * I T^T, arange) + CE(s * T I^T, arange)) / 2`` with s = min(exp(ls), 100).
+    """
+    if image_emb.dim() != 2 or image_emb.shape != text_emb.shape:
+        raise ValueError(
+            f"itc_loss expects two [B, D] tensors of equal shape, got {tuple(image_emb.shape)} "
+            f"and {tuple(text_emb.shape)}"
+        )
+    img = l2_normalize(all_gather_with_grad(image_emb))
+    txt = l2_normalize(all_gather_with_grad(text_emb))
+    scale = clamped_scale(logit_scale).to(img)
+    logits = scale * img @ txt.t()
+    gt = torch.arange(logits.shape[0], device=logits.device)
+    return (F.cross_entropy(logits, gt) + F.cross_entropy(logits.t(), gt)) / 2
+
+
+def fine_grained_loss(
+    proposal_emb: torch.Tensor,
+    token_emb: torch.Tensor,
+    token_mask: torch.Tensor,
+    logit_scale: torch.Tensor,
+    *,
+    i2t_weight: float = 0.7,
+    t2i_weight: float = 0.3,
+) -> torch.Tensor:
+    """Proposal-token contrastive term of ``retrieval_decoder`` (local batch, not gathered).
+
+    Args:
+        proposal_emb: [B, Q, D] semantic embeddings of the object proposals (``pred_captions``).
+        token_emb: [B, T, D] projected caption token embeddings (padded).
+        token_mask: [B, T] bool, True = valid token.
+        logit_scale: log-space scalar temperature.
+
+    Image i -> all valid tokens of the batch: logit = s * mean_q <v_iq, t_k>; the soft target is the
+    tokens of caption i weighted by their position (1, 2, 3, ...), normalised to sum 1.
+    Token k -> images: the same logits transposed; target column of ``gt.T``, i.e. the normalised
+    position weight at its own image (this row does not sum to 1, as in the official code).
+    """
+    if proposal_emb.dim() != 3 or token_emb.dim() != 3 or token_mask.shape != token_emb.shape[:2]:
+        raise ValueError(
+            "fine_grained_loss expects proposal_emb [B,Q,D], token_emb [B,T,D], token_mask [B,T]; "
+            f"got {tuple(proposal_emb.shape)}, {tuple(token_emb.shape)}, {tuple(token_mask.shape)}"
+        )
+    bsz = proposal_emb.shape[0]
+    keep = token_mask.bool()
+    position = keep.float() * keep.float().cumsum(dim=1)  # 1, 2, 3, ... on valid tokens
+    tokens = l2_normalize(token_emb)[keep]  # [Nt, D]
+    props = l2_normalize(proposal_emb)
+    scale = clamped_scale(logit_scale).to(props)
+
+    eye = torch.eye(bsz, device=props.device, dtype=props.dtype)
+    gt = (eye[:, :, None] * position[None].to(props.dtype))[:, keep]  # [B, Nt]
+    gt = gt / (gt.sum(1, keepdim=True) + 1e-7)
+
+    # mean over proposals of dot products == dot with the mean proposal
+    logits = scale * props.mean(1) @ tokens.t()  # [B, Nt]
+    loss_i2t = soft_cross_entropy(logits, gt)
+    loss_t2i = soft_cross_entropy(logits.t(), gt.t())
+    return i2t_weight * loss_i2t + t2i_weight * loss_t2i
+
+
+def retrieval_scores(query_emb: torch.Tensor, gallery_emb: torch.Tensor) -> torch.Tensor:
+    """Cosine scores of L2-normalised embeddings: query [Nq, D], gallery [Ng, D] -> [Nq, Ng]."""
+    if query_emb.dim() != 2 or gallery_emb.dim() != 2 or query_emb.shape[1] != gallery_emb.shape[1]:
+        raise ValueError(
+            f"retrieval_scores expects [Nq, D] and [Ng, D], got {tuple(query_emb.shape)} and "
+            f"{tuple(gallery_emb.shape)}"
+        )
+    return l2_normalize(query_emb, eps=1e-12) @ l2_normalize(gallery_emb, eps=1e-12).t()
+
+
+def recall_at_k(
+    scores: torch.Tensor, positives: torch.Tensor, ks: Sequence[int] = (1, 5, 10)
+) -> Dict[int, float]:
+    """Fraction of queries with a positive item among their top-K gallery items.
+
+    Args:
+        scores: [Nq, Ng] (higher = better).
+        positives: [Nq] int64 index of the positive gallery item per query, or [Nq, Ng] bool.
+    Returns:
+        {k: recall in [0, 1]}; K larger than Ng is clipped to Ng.
+    """
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be [Nq, Ng], got {tuple(scores.shape)}")
+    num_q, num_g = scores.shape
+    if positives.dim() == 1:
+        if positives.shape[0] != num_q:
+            raise ValueError(f"positives must have {num_q} entries, got {positives.shape[0]}")
+        pos = torch.zeros(num_q, num_g, dtype=torch.bool, device=scores.device)
+        pos[torch.arange(num_q, device=scores.device), positives.long().to(scores.device)] = True
+    elif positives.shape == scores.shape:
+        pos = positives.bool().to(scores.device)
+    else:
+        raise ValueError(
+            f"positives must be [Nq] indices or a [Nq, Ng] bool mask, got {tuple(positives.shape)}"
+        )
+    order = scores.argsort(dim=1, descending=True)
+    ranked_pos = torch.gather(pos, 1, order)
+    out = {}
+    for k in ks:
+        kk = min(int(k), num_g)
+        out[int(k)] = ranked_pos[:, :kk].any(dim=1).float().mean().item() if num_q else 0.0
+    return out

@@ -1,0 +1,46 @@
+"""Build FIND's frozen vision model (backbone + pixel decoder) from a detectron2 config.
+
+Any backbone registered in ``BACKBONE_REGISTRY`` works (``cfg.MODEL.BACKBONE.NAME``): the FIND ones
+(``FINDFocalNet``, ``FINDEfficientNetLite0``) or detectron2's own (``build_resnet_backbone`` with
+``MODEL.RESNETS.OUT_FEATURES = [res2..res5]``, ``build_resnet_fpn_backbone`` with
+``PIXEL_DECODER.IN_FEATURES = [p2..p5]``...). The pixel decoder is wired to ``output_shape()``.
+"""
+
+import logging
+
+import torch
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import build_backbone
+
+from ..encoders.vision.vision_model import FINDVisionModel, load_official_vision_weights
+from .pixel_decoder import build_find_pixel_decoder
+
+__all__ = ["build_find_vision_model"]
+
+logger = logging.getLogger(__name__)
+
+
+def build_find_vision_model(cfg, input_shape: ShapeSpec = None) -> FINDVisionModel:
+    """``cfg`` (with :func:`add_find_vision_config` applied) -> :class:`FINDVisionModel`.
+
+    Freezing follows ``cfg.MODEL.FIND_VISION.FREEZE_BACKBONE`` / ``FREEZE_PIXEL_DECODER``;
+    ``cfg.MODEL.FIND_VISION.WEIGHTS`` (if set) is an official checkpoint loaded strictly.
+    """
+    if "FIND_VISION" not in cfg.MODEL:
+        raise KeyError("cfg.MODEL.FIND_VISION missing: call add_find_vision_config(cfg) first")
+    v = cfg.MODEL.FIND_VISION
+    if input_shape is None:
+        input_shape = ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN))
+    backbone = build_backbone(cfg, input_shape)
+    pixel_decoder = build_find_pixel_decoder(cfg, backbone.output_shape())
+    model = FINDVisionModel(
+        backbone=backbone,
+        pixel_decoder=pixel_decoder,
+        train_backbone=not v.FREEZE_BACKBONE,
+        train_pixel_decoder=not v.FREEZE_PIXEL_DECODER,
+    )
+    if v.WEIGHTS:
+        state = torch.load(v.WEIGHTS, map_location="cpu", weights_only=True)
+        load_official_vision_weights(model, state, strict=True)
+        logger.info("Loaded FIND vision weights (backbone + pixel decoder) from %s", v.WEIGHTS)
+    return model

@@ -1,0 +1,88 @@
+"""Weights resolver: local paths, URLs over a loopback HTTP server, zoo names, checksums, offline errors."""
+
+import hashlib
+import http.server
+import os
+import socket
+import threading
+
+import pytest
+
+from find_plugin.checkpoint import MODEL_ZOO, WeightsNotFoundError, ZooEntry, resolve_weights
+
+PAYLOAD = b"find_plugin weights payload " * 100
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    hits = 0
+
+    def do_GET(self):  # noqa: N802 (http.server API)
+        type(self).hits += 1
+        if self.path.startswith("/w.pth"):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            self.wfile.write(PAYLOAD)
+        else:
+            self.send_response(404)
+            self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_local_path_and_missing_path(tmp_path):
+    p = tmp_path / "m.pth"
+    p.write_bytes(b"x")
+    assert resolve_weights(str(p)) == str(p)
+    with pytest.raises(WeightsNotFoundError, match="neither an existing file"):
+        resolve_weights(str(tmp_path / "nope.pth"))
+
+
+def test_url_download_is_cached(server, tmp_path):
+    _Handler.hits = 0
+    path = resolve_weights(server + "/w.pth", cache_dir=str(tmp_path))
+    assert open(path, "rb").read() == PAYLOAD
+    assert resolve_weights(server + "/w.pth", cache_dir=str(tmp_path)) == path
+    assert _Handler.hits == 1
+
+
+def test_zoo_name_checksum_verified(server, tmp_path, monkeypatch):
+    good = hashlib.sha256(PAYLOAD).hexdigest()
+    monkeypatch.setitem(MODEL_ZOO, "toy_good", ZooEntry(server + "/w.pth", good, "c.yaml", "x", ""))
+    monkeypatch.setitem(MODEL_ZOO, "toy_bad", ZooEntry(server + "/w.pth?b", "0" * 64, "c", "x", ""))
+    path = resolve_weights("zoo://toy_good", cache_dir=str(tmp_path))
+    assert open(path, "rb").read() == PAYLOAD
+    with pytest.raises(WeightsNotFoundError, match="expected 0000"):
+        resolve_weights("toy_bad", cache_dir=str(tmp_path))
+    # the rejected download left nothing behind that a later call could trust
+    leftovers = [f for _, _, fs in os.walk(tmp_path) for f in fs if f.startswith(".part-")]
+    assert leftovers == []
+    with pytest.raises(WeightsNotFoundError, match="unknown model-zoo name"):
+        resolve_weights("zoo://nope", cache_dir=str(tmp_path))
+
+
+def test_no_network_error_names_url_and_destination(tmp_path):
+    with socket.socket() as s:  # a loopback port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/find.pt"
+    with pytest.raises(WeightsNotFoundError) as err:
+        resolve_weights(url, cache_dir=str(tmp_path), timeout=5)
+    assert url in str(err.value) and str(tmp_path) in str(err.value)
+    with pytest.raises(WeightsNotFoundError, match="downloads are disabled"):
+        resolve_weights(url, cache_dir=str(tmp_path), allow_download=False)
+
+
+def test_official_entries_present():
+    assert {"find_focalt_llama_x640", "find_focall_llama_x640"} <= set(MODEL_ZOO)

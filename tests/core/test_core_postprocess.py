@@ -1,0 +1,163 @@
+"""Post-processing on small hand-computed cases."""
+
+import math
+
+import pytest
+import torch
+
+from find_plugin.core.postprocess import (
+    grounding_pick,
+    instance_inference,
+    interactive_pick,
+    interleave_pick,
+    panoptic_inference,
+    resize_mask_logits,
+    semantic_inference,
+)
+from find_plugin.core.retrieval import recall_at_k, retrieval_scores
+
+
+def sig(x):
+    return 1 / (1 + math.exp(-x))
+
+
+def test_semantic_two_queries():
+    mask_cls = torch.log(torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]]))
+    mask_pred = torch.tensor([[[2.0, -2.0]], [[0.0, 1.0]]])  # [Q=2, H=1, W=2]
+    sem = semantic_inference(mask_cls, mask_pred)
+    assert sem.shape == (2, 1, 2)
+    expected = torch.tensor(
+        [
+            [[0.6 * sig(2) + 0.2 * sig(0), 0.6 * sig(-2) + 0.2 * sig(1)]],
+            [[0.3 * sig(2) + 0.2 * sig(0), 0.3 * sig(-2) + 0.2 * sig(1)]],
+        ]
+    )
+    assert torch.allclose(sem, expected, atol=1e-6)
+    assert sem.argmax(0).tolist() == [[0, 0]]
+
+
+def _region(rows, cols, inside=5.0, outside=-5.0):
+    m = torch.full((4, 4), outside)
+    m[rows[0] : rows[1], cols[0] : cols[1]] = inside
+    return m
+
+
+def test_panoptic_low_score_and_overlap_drops():
+    mask_cls = torch.tensor(
+        [
+            [6.0, 0.0, 0.0],  # q0 thing class 0, p=0.995
+            [0.0, 6.0, 0.0],  # q1 stuff class 1
+            [1.0, 0.5, 0.0],  # q2 p=0.51 < 0.8 -> dropped although its mask covers everything
+            [4.0, 0.0, 0.0],  # q3 thing, mostly hidden by q0/q1 -> overlap-dropped
+        ]
+    )
+    mask_pred = torch.stack(
+        [
+            _region((0, 4), (0, 2)),
+            _region((0, 2), (2, 4)),
+            _region((0, 4), (0, 4), inside=8.0),
+            _region((0, 4), (1, 3), inside=2.0),
+        ]
+    )
+    seg, info = panoptic_inference(mask_cls, mask_pred, is_thing=[True, False])
+    expected = torch.zeros(4, 4, dtype=torch.int32)
+    expected[:, :2] = 1
+    expected[:2, 2:] = 2
+    assert torch.equal(seg, expected)
+    assert info == [
+        {"id": 1, "isthing": True, "category_id": 0},
+        {"id": 2, "isthing": False, "category_id": 1},
+    ]
+    # q3 alone would survive: the drop above is due to the overlap rule
+    seg3, info3 = panoptic_inference(mask_cls[3:], mask_pred[3:], is_thing=[True, False])
+    assert info3 == [{"id": 1, "isthing": True, "category_id": 0}] and int(seg3.sum()) == 8
+
+
+def test_panoptic_merges_stuff_and_handles_empty():
+    mask_cls = torch.tensor([[0.0, 6.0, 0.0], [0.0, 6.0, 0.0], [6.0, 0.0, 0.0]])
+    mask_pred = torch.stack(
+        [_region((0, 2), (0, 4)), _region((2, 4), (0, 2)), _region((2, 4), (2, 4))]
+    )
+    seg, info = panoptic_inference(mask_cls, mask_pred, is_thing=[True, False])
+    assert info == [
+        {"id": 1, "isthing": False, "category_id": 1},
+        {"id": 2, "isthing": True, "category_id": 0},
+    ]
+    assert (seg[:2] == 1).all() and (seg[2:, :2] == 1).all() and (seg[2:, 2:] == 2).all()
+    bg = torch.tensor([[0.0, 0.0, 9.0]])
+    seg0, info0 = panoptic_inference(bg, mask_pred[:1], is_thing=[True, False])
+    assert info0 == [] and int(seg0.abs().sum()) == 0
+    with pytest.raises(ValueError, match="is_thing"):
+        panoptic_inference(mask_cls, mask_pred, is_thing=[True])
+
+
+def test_instance_topk_order_scores_and_panoptic_filter():
+    mask_cls = torch.log(torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.7, 0.2]]))
+    mask_pred = torch.stack([_region((0, 2), (0, 2), inside=2.0), _region((0, 4), (0, 4), 1.0)])
+    res = instance_inference(mask_cls, mask_pred, top_k=3)
+    # class probs: (q1,c1)=0.7 > (q0,c0)=0.5 > (q0,c1)=0.3
+    assert res["query_indices"].tolist() == [1, 0, 0]
+    assert res["pred_classes"].tolist() == [1, 0, 1]
+    expected = torch.tensor([0.7 * sig(1.0), 0.5 * sig(2.0), 0.3 * sig(2.0)])
+    assert torch.allclose(res["scores"], expected, atol=1e-5)
+    assert res["pred_masks"].dtype == torch.bool and int(res["pred_masks"][1].sum()) == 4
+    things = instance_inference(
+        mask_cls, mask_pred, top_k=3, is_thing=[True, False], panoptic_on=True
+    )
+    assert things["pred_classes"].tolist() == [0]
+    assert things["query_indices"].tolist() == [0]
+
+
+def test_resize_mask_logits_crop_and_resize():
+    logits = torch.arange(16.0).reshape(1, 4, 4)
+    same = resize_mask_logits(logits, padded_size=(4, 4), image_size=(4, 4), output_size=(4, 4))
+    assert torch.allclose(same, logits)
+    # stride-4 map of a 32x32 padded input whose valid part is 16x20 -> original 8x10; the
+    # padding area of the map holds 100 and must not leak into the crop
+    big = torch.full((1, 8, 8), 100.0)
+    big[:, :5, :6] = 1.0  # valid rows 0-3 / cols 0-4 plus the one neighbour bilinear reads
+    out = resize_mask_logits(big, padded_size=(32, 32), image_size=(16, 20), output_size=(8, 10))
+    assert out.shape == (1, 8, 10)
+    assert torch.allclose(out, torch.ones(1, 8, 10))
+    cubic = resize_mask_logits(
+        big, padded_size=(32, 32), image_size=(16, 20), output_size=(8, 10), mode="bicubic"
+    )
+    assert cubic.shape == (1, 8, 10) and cubic[0, 0, 0].item() == pytest.approx(1.0, abs=1e-4)
+    with pytest.raises(ValueError, match="exceeds"):
+        resize_mask_logits(logits, padded_size=(4, 4), image_size=(8, 4), output_size=(4, 4))
+
+
+def test_grounding_pick_uses_cosine():
+    gtexts = torch.tensor([[10.0, 0.0], [0.0, 0.1], [1.0, 1.0]])  # norms differ; cosine decides
+    queries = torch.tensor([[0.0, 3.0], [1.0, 1.1]])
+    idx, logits = grounding_pick(gtexts, queries, torch.tensor(math.log(2.0)))
+    assert idx.tolist() == [1, 2]
+    assert logits.shape == (3, 2) and logits.max().item() == pytest.approx(2.0, abs=1e-2)
+
+
+def test_interactive_and_interleave_picks():
+    smaskembs = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])
+    pspatials = torch.tensor([[1.0, -1.0], [-1.0, 1.0]])
+    idx, _ = interactive_pick(smaskembs, pspatials)
+    assert idx.tolist() == [0, 1]  # raw dot: [1, -2, 0] and [-1, 2, 0]
+    im = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    ic = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    ent_pix = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    ent_cls = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    idx, logits = interleave_pick(im, ent_pix, ic, ent_cls, torch.tensor([True, False]))
+    # entity 0 is visual -> pixel dot prefers proposal 0; entity 1 is text -> semantic prefers 1
+    assert idx.tolist() == [0, 1]
+    assert torch.allclose(logits, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+
+
+def test_retrieval_scores_and_recall():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    g = torch.tensor([[2.0, 0.0], [0.0, 5.0], [-1.0, 0.2]])
+    s = retrieval_scores(q, g)
+    assert torch.allclose(s[0], torch.tensor([1.0, 0.0, -1 / math.sqrt(1.04)]), atol=1e-6)
+    # query 2's positive (item 2) ranks last -> R@1 = R@2 = 2/3, R@3 = 1
+    r = recall_at_k(s, torch.tensor([0, 1, 2]), ks=(1, 2, 3, 10))
+    assert r == {1: pytest.approx(2 / 3), 2: pytest.approx(2 / 3), 3: 1.0, 10: 1.0}
+    pos = torch.eye(3, dtype=torch.bool)
+    pos[2, 0] = True
+    assert recall_at_k(s, pos, ks=(1,))[1] == 1.0

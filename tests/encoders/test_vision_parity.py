@@ -1,0 +1,119 @@
+"""Numerical parity with the official FIND code (parity_small fixture: FocalNet focal_dw embed 32,
+depths 1-1-2-1; pixel decoder 128-d, 2 encoder layers, FFN 256), built through the detectron2 config."""
+
+import pytest
+import torch
+
+from find_plugin.encoders.vision import official_to_vision_state_dict
+
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def parity_model(vision_parity_data):
+    from detectron2.config import get_cfg
+
+    from find_plugin.d2 import add_find_vision_config, build_find_vision_model
+
+    resolved = vision_parity_data["config"]["resolved"]["MODEL"]
+    focal, enc = resolved["BACKBONE"]["FOCAL"], resolved["ENCODER"]
+    dec = vision_parity_data["config"]["resolved"]["MODEL.DECODER"]
+    cfg = add_find_vision_config(get_cfg())
+    cfg.MODEL.BACKBONE.NAME = "FINDFocalNet"
+    f = cfg.MODEL.FIND_VISION.FOCAL
+    assert resolved["BACKBONE"]["NAME"] == "focal_dw"
+    f.STYLE = "focal_dw"
+    f.EMBED_DIM, f.DEPTHS = focal["EMBED_DIM"], focal["DEPTHS"]
+    f.FOCAL_LEVELS, f.FOCAL_WINDOWS = focal["FOCAL_LEVELS"], focal["FOCAL_WINDOWS"]
+    for key in ("USE_CONV_EMBED", "USE_POSTLN", "USE_POSTLN_IN_MODULATION", "SCALING_MODULATOR",
+                "USE_LAYERSCALE", "PATCH_NORM", "MLP_RATIO"):
+        setattr(f, key, focal[key])
+    p = cfg.MODEL.FIND_VISION.PIXEL_DECODER
+    p.CONVS_DIM, p.MASK_DIM, p.NORM = enc["CONVS_DIM"], enc["MASK_DIM"], enc["NORM"]
+    p.TRANSFORMER_ENC_LAYERS = enc["TRANSFORMER_ENC_LAYERS"]
+    p.NHEADS, p.DIM_FEEDFORWARD = dec["NHEADS"], dec["DIM_FEEDFORWARD"]
+    model = build_find_vision_model(cfg)
+    return model
+
+
+def test_official_keys_load_strictly(parity_model, vision_parity_data):
+    mapped = official_to_vision_state_dict(vision_parity_data["state_dict"])
+    ours = parity_model.state_dict()
+    missing = sorted(set(ours) - set(mapped))
+    unexpected = sorted(set(mapped) - set(ours))
+    assert not missing and not unexpected, f"missing={missing} unexpected={unexpected}"
+    bad_shapes = [k for k in ours if ours[k].shape != mapped[k].shape]
+    assert not bad_shapes, f"shape mismatch: {bad_shapes}"
+    # 139 backbone + 49 pixel-decoder tensors in the official reduced model (README inventory).
+    assert len(mapped) == 139 + 49
+    from find_plugin.encoders.vision import load_official_vision_weights
+
+    result = load_official_vision_weights(parity_model, vision_parity_data["state_dict"])
+    assert not result.missing_keys and not result.unexpected_keys
+
+
+@pytest.fixture(scope="module")
+def parity_outputs(parity_model, vision_parity_data):
+    from find_plugin.encoders.vision import load_official_vision_weights
+
+    load_official_vision_weights(parity_model, vision_parity_data["state_dict"], strict=True)
+    parity_model.eval()
+    with torch.no_grad():
+        return parity_model(vision_parity_data["images"])
+
+
+@pytest.mark.parametrize("name", ["res2", "res3", "res4", "res5"])
+def test_backbone_matches_official(parity_outputs, vision_parity_data, name):
+    ref = vision_parity_data["backbone"][name]
+    out = parity_outputs["features"][name]
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, atol=ATOL, rtol=0)
+
+
+def test_pixel_decoder_matches_official(parity_outputs, vision_parity_data):
+    ref = vision_parity_data["pixel_decoder"]
+    for key in ("mask_features", "transformer_encoder_features"):
+        assert parity_outputs[key].shape == ref[key].shape, key
+        torch.testing.assert_close(parity_outputs[key], ref[key], atol=ATOL, rtol=0)
+    assert len(parity_outputs["multi_scale_features"]) == 3
+    for ours, theirs in zip(parity_outputs["multi_scale_features"], ref["multi_scale_features"]):
+        assert ours.shape == theirs.shape
+        torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=0)
+
+
+def test_pixel_decoder_alone_on_official_backbone_maps(parity_model, vision_parity_data):
+    """Isolates the pixel decoder: feed the stored official backbone maps."""
+    from find_plugin.encoders.vision import load_official_vision_weights
+
+    load_official_vision_weights(parity_model, vision_parity_data["state_dict"], strict=True)
+    with torch.no_grad():
+        mask, enc, ms = parity_model.pixel_decoder.forward_features(vision_parity_data["backbone"])
+    ref = vision_parity_data["pixel_decoder"]
+    torch.testing.assert_close(mask, ref["mask_features"], atol=ATOL, rtol=0)
+    torch.testing.assert_close(enc, ref["transformer_encoder_features"], atol=ATOL, rtol=0)
+    torch.testing.assert_close(ms[2], ref["multi_scale_features"][2], atol=ATOL, rtol=0)
+
+
+def test_parity_breaks_with_perturbed_weights(parity_model, vision_parity_data):
+    """The comparison is sensitive: a tiny change of one LayerScale gamma breaks parity."""
+    from find_plugin.encoders.vision import load_official_vision_weights
+
+    sd = dict(vision_parity_data["state_dict"])
+    sd["backbone.layers.2.blocks.1.gamma_2"] = sd["backbone.layers.2.blocks.1.gamma_2"] + 0.05
+    load_official_vision_weights(parity_model, sd, strict=True)
+    with torch.no_grad():
+        out = parity_model.backbone(vision_parity_data["images"])
+    diff = (out["res4"] - vision_parity_data["backbone"]["res4"]).abs().max().item()
+    assert diff > 1e-3
+    load_official_vision_weights(parity_model, vision_parity_data["state_dict"], strict=True)
+
+
+def test_strict_load_reports_key_mismatch(parity_model, vision_parity_data):
+    from find_plugin.encoders.vision import load_official_vision_weights
+
+    sd = dict(vision_parity_data["state_dict"])
+    sd.pop("backbone.norm3.weight")
+    sd["sem_seg_head.pixel_decoder.bogus.weight"] = torch.zeros(1)
+    with pytest.raises(RuntimeError, match="norm3.weight"):
+        load_official_vision_weights(parity_model, sd, strict=True)
+    load_official_vision_weights(parity_model, vision_parity_data["state_dict"], strict=True)
