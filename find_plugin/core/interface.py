@@ -300,9 +300,7 @@ class FINDInterface(nn.Module):
         self_allowed = am.self_attention_allowed(layout, swaps)
         token_allowed = am.token_cross_allowed(layout)
         modes = am.image_modes(layout)
-        cross_idx = torch.cat(
-            [layout.rows(s.name) for s in specs if s.cross is not None]
-        )
+        cross_idx = torch.cat([layout.rows(s.name) for s in specs if s.cross is not None])
         key_idx = torch.nonzero(token_allowed.any(0).any(0)).flatten()
         token_allowed = token_allowed[:, cross_idx][:, :, key_idx]
 
@@ -314,9 +312,7 @@ class FINDInterface(nn.Module):
             out_pos[s.name] = (off, off + n)
             off += n
         mask_specs = [s for s in out_specs if any(sp == "mask" for _, sp in s.outputs)]
-        mask_rows_out = torch.cat(
-            [torch.arange(*out_pos[s.name], device=dev) for s in mask_specs]
-        )
+        mask_rows_out = torch.cat([torch.arange(*out_pos[s.name], device=dev) for s in mask_specs])
         mask_pos, off = {}, 0
         for s in mask_specs:
             n = out_pos[s.name][1] - out_pos[s.name][0]
@@ -431,9 +427,11 @@ class FINDInterface(nn.Module):
         padding = torch.cat([built[s.name]["padding"] for s in specs], 1)
         index = torch.cat(
             [
-                built[s.name]["index"]
-                if built[s.name]["index"] is not None
-                else torch.full_like(built[s.name]["padding"], -1, dtype=torch.long)
+                (
+                    built[s.name]["index"]
+                    if built[s.name]["index"] is not None
+                    else torch.full_like(built[s.name]["padding"], -1, dtype=torch.long)
+                )
                 for s in specs
             ],
             1,

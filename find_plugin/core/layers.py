@@ -1,12 +1,14 @@
 """Building blocks of the FIND interface: masked multi-head attention, FFN, sine position encoding.
 
-Attention uses ``torch.nn.functional.scaled_dot_product_attention``. Boolean masks here mean True = the
-key MAY be attended (the SDPA convention); they are passed to SDPA as finite additive masks. A row with no allowed key gets a zero attention
-output before the output projection (the official code applies ``nan_to_num`` to the softmax, so
-such rows also output just the projection bias); no NaN is ever produced.
+Attention uses ``torch.nn.functional.scaled_dot_product_attention``. Boolean masks here mean
+True = the key MAY be attended (the SDPA convention); they reach SDPA as finite additive masks.
+A row with no allowed key gets a zero attention output before the output projection (the official
+code applies ``nan_to_num`` to the softmax, so such rows also output just the projection bias);
+no NaN is ever produced.
 """
 
 import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn

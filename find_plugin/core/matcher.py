@@ -73,48 +73,64 @@ class HungarianMatcher:
         )
 
     @torch.no_grad()
-    def cost_matrix(
-        self, class_cost: torch.Tensor, pred_masks: torch.Tensor, tgt_masks: torch.Tensor
-    ) -> torch.Tensor:
-        """Total cost [Q, N].
+    def mask_costs(
+        self, pred_masks: torch.Tensor, tgt_masks: Sequence[torch.Tensor]
+    ) -> List[torch.Tensor]:
+        """Weighted mask costs ``cost_mask * BCE + cost_dice * Dice`` per image.
+
+        All pairs of the batch are read at the same points (one draw per call), so the costs of the
+        whole batch take one matmul.
 
         Args:
-            class_cost: [Q, N] (already negated probabilities).
-            pred_masks: [Q, h, w] mask logits.
-            tgt_masks: [N, H, W] binary masks (any resolution; compared at normalised points).
+            pred_masks: [B, Q, h, w] mask logits.
+            tgt_masks: per image [N_b, H_b, W_b] binary masks (any resolution).
+        Returns:
+            per image [Q, N_b].
         """
-        num_q, num_t = pred_masks.shape[0], tgt_masks.shape[0]
+        bsz, num_q = pred_masks.shape[:2]
+        device = pred_masks.device
+        if self.num_points is None:
+            coords = grid_points(pred_masks.shape[-2], pred_masks.shape[-1], device=device)
+        else:
+            coords = torch.rand(self.num_points, 2, device=device)
+        src = pred_masks.float().flatten(0, 1).unsqueeze(1)  # [B*Q, 1, h, w]
+        src_pts = point_sample(src, coords.expand(src.shape[0], -1, -1))[:, 0]
+        src_pts = src_pts.view(bsz, num_q, -1)
+        counts = [int(t.shape[0]) for t in tgt_masks]
+        tgt_pts = []
+        for t in tgt_masks:
+            if t.shape[0]:
+                t = t.to(device=device, dtype=torch.float32).unsqueeze(1)
+                tgt_pts.append(point_sample(t, coords.expand(t.shape[0], -1, -1))[:, 0])
+        if not tgt_pts:
+            return [src_pts.new_zeros(num_q, 0) for _ in counts]
+        tgt_all = torch.cat(tgt_pts)  # [sum N_b, P]
+        cost = self.cost_mask * pairwise_bce_cost(src_pts, tgt_all)
+        cost = cost + self.cost_dice * pairwise_dice_cost(src_pts, tgt_all)  # [B, Q, sum N_b]
+        out, offset = [], 0
+        for b, n in enumerate(counts):
+            out.append(cost[b, :, offset : offset + n])
+            offset += n
+        return out
+
+    @torch.no_grad()
+    def assign(self, class_cost: torch.Tensor, mask_cost: torch.Tensor) -> MatchIndices:
+        """Solve one image: class_cost (unweighted) and mask_cost (weighted) [Q, N] -> indices.
+
+        Returns (proposal indices, target indices), sorted by proposal index.
+        """
+        device = mask_cost.device
+        num_q, num_t = mask_cost.shape
         if class_cost.shape != (num_q, num_t):
             raise ValueError(
                 f"class cost must be [Q={num_q}, N={num_t}], got {tuple(class_cost.shape)}"
             )
-        src = pred_masks.float().unsqueeze(1)
-        tgt = tgt_masks.to(src.dtype).unsqueeze(1)
-        if self.num_points is None:
-            coords = grid_points(src.shape[-2], src.shape[-1], device=src.device)
-        else:
-            coords = torch.rand(self.num_points, 2, device=src.device)
-        src_pts = point_sample(src, coords.expand(num_q, -1, -1))[:, 0]
-        tgt_pts = point_sample(tgt, coords.expand(num_t, -1, -1))[:, 0]
-        return (
-            self.cost_class * class_cost.float()
-            + self.cost_mask * pairwise_bce_cost(src_pts, tgt_pts)
-            + self.cost_dice * pairwise_dice_cost(src_pts, tgt_pts)
-        )
-
-    @torch.no_grad()
-    def match_one(
-        self, class_cost: torch.Tensor, pred_masks: torch.Tensor, tgt_masks: torch.Tensor
-    ) -> MatchIndices:
-        """Assignment for one image; see :meth:`cost_matrix` for shapes. Sorted by proposal index."""
-        device = pred_masks.device
-        num_q, num_t = pred_masks.shape[0], tgt_masks.shape[0]
         if num_t > num_q:
             raise ValueError(f"cannot match {num_t} targets to only {num_q} proposals")
         if num_t == 0:
             empty = torch.zeros(0, dtype=torch.int64, device=device)
             return empty, empty.clone()
-        cost = self.cost_matrix(class_cost, pred_masks, tgt_masks).cpu().numpy()
+        cost = (self.cost_class * class_cost.float() + mask_cost).cpu().numpy()
         if not np.isfinite(cost).all():
             raise FloatingPointError("matching cost contains NaN/inf (check the predictions)")
         rows, cols = linear_sum_assignment(cost)
@@ -135,11 +151,17 @@ class HungarianMatcher:
             targets: per image ``{"labels": [N] int64 in [0, K), "masks": [N, H, W]}``.
         """
         _check_batch(pred_masks, targets)
+        tgt_masks = [_require(t, "masks", b) for b, t in enumerate(targets)]
+        mask_costs = self.mask_costs(pred_masks, tgt_masks)
         out = []
         for b, tgt in enumerate(targets):
-            labels = _require(tgt, "labels", b).long()
+            labels = torch.as_tensor(_require(tgt, "labels", b), device=pred_logits.device).long()
+            if len(labels) != tgt_masks[b].shape[0]:
+                raise ValueError(
+                    f"targets[{b}]: {len(labels)} labels but {tgt_masks[b].shape[0]} masks"
+                )
             cost = default_class_cost(pred_logits[b].float(), labels)
-            out.append(self.match_one(cost, pred_masks[b], _require(tgt, "masks", b)))
+            out.append(self.assign(cost, mask_costs[b]))
         return out
 
     @torch.no_grad()
@@ -161,9 +183,15 @@ class HungarianMatcher:
                 f"need one logits/target entry per image: B={pred_masks.shape[0]}, "
                 f"got {len(logits)} logits and {len(tgt_masks)} target mask sets"
             )
+        for b, (lg, tm) in enumerate(zip(logits, tgt_masks)):
+            if lg.shape[1] > pred_masks.shape[1] or tm.shape[0] > pred_masks.shape[1]:
+                raise ValueError(
+                    f"image {b}: cannot match {tm.shape[0]} targets to only "
+                    f"{pred_masks.shape[1]} proposals"
+                )
+        mask_costs = self.mask_costs(pred_masks, tgt_masks)
         return [
-            self.match_one(proposal_class_cost(lg.float()), pred_masks[b], tgt_masks[b])
-            for b, lg in enumerate(logits)
+            self.assign(proposal_class_cost(lg.float()), mc) for lg, mc in zip(logits, mask_costs)
         ]
 
 

@@ -150,16 +150,17 @@ def sigmoid_bce_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: flo
 
 
 def pairwise_dice_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Dice loss of every (prediction, target) pair: logits [N, P], targets [M, P] -> [N, M]."""
+    """Dice loss of every (prediction, target) pair: [..., N, P], [M, P] -> [..., N, M]."""
     probs = logits.sigmoid()
     numerator = 2 * probs @ targets.t()
-    denominator = probs.sum(-1)[:, None] + targets.sum(-1)[None, :]
+    denominator = probs.sum(-1, keepdim=True) + targets.sum(-1)
     return 1 - (numerator + 1) / (denominator + 1)
 
 
 def pairwise_bce_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean-over-points BCE of every (prediction, target) pair: [N, P], [M, P] -> [N, M]."""
-    num_points = logits.shape[1]
-    pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
-    neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
-    return (pos @ targets.t() + neg @ (1 - targets).t()) / num_points
+    """Mean-over-points BCE of every (prediction, target) pair: [..., N, P], [M, P] -> [..., N, M].
+
+    Uses ``BCE(x, t) = softplus(x) - x * t`` so that all pairs cost a single matmul.
+    """
+    num_points = logits.shape[-1]
+    return (F.softplus(logits).sum(-1, keepdim=True) - logits @ targets.t()) / num_points

@@ -66,7 +66,7 @@ IMAGE = "image"
 
 @dataclass(frozen=True)
 class CrossRule:
-    """Content-attention rule of one variable: ``keys`` is ``("image",)`` or token variable names."""
+    """Content-attention rule of a variable: ``keys`` is ``("image",)`` or token variable names."""
 
     keys: Tuple[str, ...]
     mode: str

@@ -2,7 +2,8 @@
 
 A registered object is called as ``obj(cfg, input_shape)`` with ``input_shape`` the backbone's
 ``output_shape()`` (``{name: ShapeSpec}``) and must return a module with
-``forward_features(features) -> (mask_features, transformer_encoder_features, multi_scale_features)``.
+``forward_features(features)`` returning
+``(mask_features, transformer_encoder_features, multi_scale_features)``.
 The name is read from ``cfg.MODEL.FIND_VISION.PIXEL_DECODER.NAME``.
 """
 

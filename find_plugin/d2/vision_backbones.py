@@ -1,7 +1,7 @@
 """FIND vision backbones registered in detectron2's ``BACKBONE_REGISTRY``.
 
-* ``FINDFocalNet``: FocalNet (``focal_dw`` FocalNet-T or ``focal`` FocalNet-L), keys identical to the
-  official ``backbone.*`` keys. Reads ``cfg.MODEL.FIND_VISION.FOCAL``.
+* ``FINDFocalNet``: FocalNet (``focal_dw`` FocalNet-T or ``focal`` FocalNet-L), keys identical
+  to the official ``backbone.*`` keys. Reads ``cfg.MODEL.FIND_VISION.FOCAL``.
 * ``FINDEfficientNetLite0``: EfficientNet-Lite0 with packaged ImageNet weights.
   Reads ``cfg.MODEL.FIND_VISION.EFFICIENTNET``.
 
@@ -32,7 +32,8 @@ class _ShapeMixin:
 
     def output_shape(self) -> Dict[str, ShapeSpec]:
         return {
-            n: ShapeSpec(channels=c, stride=self.out_strides[n]) for n, c in self.out_channels.items()
+            n: ShapeSpec(channels=c, stride=self.out_strides[n])
+            for n, c in self.out_channels.items()
         }
 
     @property
@@ -42,14 +43,16 @@ class _ShapeMixin:
 
 @BACKBONE_REGISTRY.register()
 class FINDFocalNet(_ShapeMixin, FocalNet, Backbone):
-    """detectron2 FocalNet backbone; keyword arguments as :class:`FocalNet` plus ``out_features``."""
+    """detectron2 FocalNet backbone; kwargs as :class:`FocalNet` plus ``out_features``."""
 
     @configurable
     def __init__(self, *, out_features=STAGE_NAMES, **focal_kwargs):
         unknown = [f for f in out_features if f not in STAGE_NAMES]
         if unknown or not out_features:
-            raise ValueError(f"FINDFocalNet: out_features must be a subset of {STAGE_NAMES}, "
-                             f"got {list(out_features)}")
+            raise ValueError(
+                f"FINDFocalNet: out_features must be a subset of {STAGE_NAMES}, "
+                f"got {list(out_features)}"
+            )
         out_indices = tuple(STAGE_NAMES.index(f) for f in STAGE_NAMES if f in out_features)
         super().__init__(out_indices=out_indices, **focal_kwargs)
         self._out_features = [STAGE_NAMES[i] for i in out_indices]
@@ -59,14 +62,23 @@ class FINDFocalNet(_ShapeMixin, FocalNet, Backbone):
         _check_in_channels(input_shape, "FINDFocalNet")
         f = cfg.MODEL.FIND_VISION.FOCAL
         return dict(
-            style=f.STYLE, embed_dim=f.EMBED_DIM, depths=tuple(f.DEPTHS),
-            focal_levels=tuple(f.FOCAL_LEVELS), focal_windows=tuple(f.FOCAL_WINDOWS),
-            patch_size=f.PATCH_SIZE, mlp_ratio=f.MLP_RATIO, drop_rate=f.DROP_RATE,
-            drop_path_rate=f.DROP_PATH_RATE, patch_norm=f.PATCH_NORM,
-            use_conv_embed=f.USE_CONV_EMBED, use_postln=f.USE_POSTLN,
+            style=f.STYLE,
+            embed_dim=f.EMBED_DIM,
+            depths=tuple(f.DEPTHS),
+            focal_levels=tuple(f.FOCAL_LEVELS),
+            focal_windows=tuple(f.FOCAL_WINDOWS),
+            patch_size=f.PATCH_SIZE,
+            mlp_ratio=f.MLP_RATIO,
+            drop_rate=f.DROP_RATE,
+            drop_path_rate=f.DROP_PATH_RATE,
+            patch_norm=f.PATCH_NORM,
+            use_conv_embed=f.USE_CONV_EMBED,
+            use_postln=f.USE_POSTLN,
             use_postln_in_modulation=f.USE_POSTLN_IN_MODULATION,
-            scaling_modulator=f.SCALING_MODULATOR, use_layerscale=f.USE_LAYERSCALE,
-            out_features=tuple(f.OUT_FEATURES), frozen=cfg.MODEL.FIND_VISION.FREEZE_BACKBONE,
+            scaling_modulator=f.SCALING_MODULATOR,
+            use_layerscale=f.USE_LAYERSCALE,
+            out_features=tuple(f.OUT_FEATURES),
+            frozen=cfg.MODEL.FIND_VISION.FREEZE_BACKBONE,
         )
 
 
@@ -83,6 +95,8 @@ class FINDEfficientNetLite0(_ShapeMixin, EfficientNetLite0Backbone, Backbone):
         _check_in_channels(input_shape, "FINDEfficientNetLite0")
         e = cfg.MODEL.FIND_VISION.EFFICIENTNET
         return dict(
-            pretrained=e.PRETRAINED, weights_path=e.WEIGHTS or None,
-            out_features=tuple(e.OUT_FEATURES), frozen=cfg.MODEL.FIND_VISION.FREEZE_BACKBONE,
+            pretrained=e.PRETRAINED,
+            weights_path=e.WEIGHTS or None,
+            out_features=tuple(e.OUT_FEATURES),
+            frozen=cfg.MODEL.FIND_VISION.FREEZE_BACKBONE,
         )

@@ -29,8 +29,7 @@ def official_model(parity_load):
         dim_text=64,
         num_memories=16,
     )
-    missing, unexpected = model.load_state_dict(mine, strict=True), None
-    del missing, unexpected
+    model.load_state_dict(mine, strict=True)  # every interface key maps, none is left over
     return model.eval()
 
 
@@ -46,8 +45,10 @@ def _points_from_trace(calls):
                     "index": pts[0].round().long(),
                     "coords": pts[1:].t().float(),
                     "positive": torch.cat(
-                        [torch.ones(pos.shape[1], dtype=torch.bool),
-                         torch.zeros(neg.shape[1], dtype=torch.bool)]
+                        [
+                            torch.ones(pos.shape[1], dtype=torch.bool),
+                            torch.zeros(neg.shape[1], dtype=torch.bool),
+                        ]
                     ),
                 }
             ]
@@ -143,8 +144,16 @@ def _compare_all(ref, out):
         _compare(r, o, f"aux[{i}]")
 
 
-@pytest.mark.parametrize("file", ["task_seg.pt", "task_grounding.pt", "task_retrieval.pt",
-                                  "task_interleave.pt", "task_fused.pt"])
+@pytest.mark.parametrize(
+    "file",
+    [
+        "task_seg.pt",
+        "task_grounding.pt",
+        "task_retrieval.pt",
+        "task_interleave.pt",
+        "task_fused.pt",
+    ],
+)
 def test_core_parity_task(official_model, parity_load, file):
     _, call, out = _run(official_model, parity_load, file)
     _compare_all(call["outputs"], out)
@@ -161,8 +170,9 @@ def test_core_parity_class_embeddings(official_model, parity_load):
     assert (bank - data["default_text_embeddings"]).abs().max() < ATOL
 
 
-@pytest.mark.parametrize("file,idx", [("task_spatial.pt", 0), ("task_spatial_iter2.pt", 0),
-                                      ("task_spatial_iter2.pt", 1)])
+@pytest.mark.parametrize(
+    "file,idx", [("task_spatial.pt", 0), ("task_spatial_iter2.pt", 0), ("task_spatial_iter2.pt", 1)]
+)
 def test_core_parity_spatial(official_model, parity_load, file, idx):
     _, call, out = _run(official_model, parity_load, file, idx)
     ref = call["trace"]["organized_outputs_before_update_spatial_results"]

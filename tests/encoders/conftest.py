@@ -112,7 +112,7 @@ def lang_tiny_clip_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def vision_parity_data(official_fixtures_dir):
-    """parity_small reference: official state_dict, input image and backbone/pixel-decoder outputs."""
+    """parity_small reference: official state_dict, input image, backbone/pixel-decoder outputs."""
     import json
     import os
 

@@ -139,3 +139,19 @@ def test_cache_round_trip_and_keys(lang_tiny_llama_dir, lang_llama_encoder, tmp_
     assert other._encode(TEXTS, None)[1:] == (0, 3)
     assert cached._encode(TEXTS, 30)[1:] == (0, 3)
     assert cached.cache_key(TEXTS[0]) != other.cache_key(TEXTS[0])
+
+
+def test_cache_entry_with_other_tokenisation_is_recomputed(lang_tiny_llama_dir, tmp_path):
+    enc = TextTokenEncoder(
+        model_path=lang_tiny_llama_dir, feature_layer=-3, max_length=20, cache_dir=str(tmp_path)
+    )
+    ref = enc(TEXTS[:1])
+    n = int(ref.attention_mask[0].sum())
+    key = enc.cache_key(TEXTS[0])
+    # A valid entry whose token count disagrees with the tokenizer (e.g. tokenizer edited in place).
+    enc.cache.put(key, torch.zeros(n - 1, 32), torch.zeros(n - 1, 2, dtype=torch.long))
+    with pytest.warns(RuntimeWarning, match="does not match the current tokenisation"):
+        out, hits, misses = enc._encode(TEXTS[:1], None)
+    assert (hits, misses) == (0, 1)
+    torch.testing.assert_close(out.token_features, ref.token_features)
+    assert enc.cache.get(key).features.shape == (n, 32)

@@ -1,4 +1,4 @@
-"""detectron2 integration: registries, config keys, builder with any registered backbone, freezing."""
+"""detectron2 integration: registries, config keys, builder with any d2 backbone, freezing."""
 
 import pytest
 import torch
@@ -40,7 +40,11 @@ def test_registrations_are_prefixed():
 def test_config_defaults_are_focalnet_t_and_idempotent():
     cfg = add_find_vision_config(get_cfg())
     v = cfg.MODEL.FIND_VISION
-    assert (v.FOCAL.STYLE, v.FOCAL.EMBED_DIM, list(v.FOCAL.DEPTHS)) == ("focal_dw", 96, [2, 2, 6, 2])
+    assert (v.FOCAL.STYLE, v.FOCAL.EMBED_DIM, list(v.FOCAL.DEPTHS)) == (
+        "focal_dw",
+        96,
+        [2, 2, 6, 2],
+    )
     assert (v.PIXEL_DECODER.CONVS_DIM, v.PIXEL_DECODER.TRANSFORMER_ENC_LAYERS) == (512, 6)
     assert v.FREEZE_BACKBONE and v.FREEZE_PIXEL_DECODER
     v.FOCAL.EMBED_DIM = 32
@@ -55,7 +59,10 @@ def test_resnet_from_d2_registry_as_vision_model(resnet_vision_model):
     assert isinstance(model, FINDVisionModel)
     shapes = model.backbone.output_shape()
     assert {k: (s.channels, s.stride) for k, s in shapes.items()} == {
-        "res2": (64, 4), "res3": (128, 8), "res4": (256, 16), "res5": (512, 32)
+        "res2": (64, 4),
+        "res3": (128, 8),
+        "res4": (256, 16),
+        "res5": (512, 32),
     }
     assert model.pixel_decoder.input_proj.in_channels == 512
     assert model.pixel_decoder.adapter_1.in_channels == 64
@@ -63,7 +70,9 @@ def test_resnet_from_d2_registry_as_vision_model(resnet_vision_model):
         out = model(torch.randn(1, 3, 64, 96))
     assert out["mask_features"].shape == (1, 32, 16, 24)
     assert [tuple(t.shape) for t in out["multi_scale_features"]] == [
-        (1, 64, 2, 3), (1, 64, 4, 6), (1, 64, 8, 12)
+        (1, 64, 2, 3),
+        (1, 64, 4, 6),
+        (1, 64, 8, 12),
     ]
     assert out["features"]["res3"].shape == (1, 128, 8, 12)
 
@@ -90,7 +99,10 @@ def test_focalnet_gn_dropout_stay_eval_when_parent_trains():
     backbone = build_focalnet("focalt_dw", embed_dim=16, depths=(1, 1, 1, 1), drop_path_rate=0.5)
     dec = TransformerEncoderPixelDecoder(
         input_shape={k: (c, backbone.out_strides[k]) for k, c in backbone.out_channels.items()},
-        conv_dim=32, mask_dim=32, transformer_enc_layers=1, transformer_dim_feedforward=32,
+        conv_dim=32,
+        mask_dim=32,
+        transformer_enc_layers=1,
+        transformer_dim_feedforward=32,
         transformer_dropout=0.5,
     )
     backbone.train()

@@ -1,5 +1,6 @@
 """Numerical parity with the official FIND code (parity_small fixture: FocalNet focal_dw embed 32,
-depths 1-1-2-1; pixel decoder 128-d, 2 encoder layers, FFN 256), built through the detectron2 config."""
+depths 1-1-2-1; pixel decoder 128-d, 2 encoder layers, FFN 256),
+built through the detectron2 config."""
 
 import pytest
 import torch
@@ -25,8 +26,15 @@ def parity_model(vision_parity_data):
     f.STYLE = "focal_dw"
     f.EMBED_DIM, f.DEPTHS = focal["EMBED_DIM"], focal["DEPTHS"]
     f.FOCAL_LEVELS, f.FOCAL_WINDOWS = focal["FOCAL_LEVELS"], focal["FOCAL_WINDOWS"]
-    for key in ("USE_CONV_EMBED", "USE_POSTLN", "USE_POSTLN_IN_MODULATION", "SCALING_MODULATOR",
-                "USE_LAYERSCALE", "PATCH_NORM", "MLP_RATIO"):
+    for key in (
+        "USE_CONV_EMBED",
+        "USE_POSTLN",
+        "USE_POSTLN_IN_MODULATION",
+        "SCALING_MODULATOR",
+        "USE_LAYERSCALE",
+        "PATCH_NORM",
+        "MLP_RATIO",
+    ):
         setattr(f, key, focal[key])
     p = cfg.MODEL.FIND_VISION.PIXEL_DECODER
     p.CONVS_DIM, p.MASK_DIM, p.NORM = enc["CONVS_DIM"], enc["MASK_DIM"], enc["NORM"]

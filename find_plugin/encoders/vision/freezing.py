@@ -2,9 +2,9 @@
 
 FIND keeps the vision backbone and the pixel decoder frozen: no gradients *and* eval-mode behaviour
 (dropout off, norm statistics fixed) even when the surrounding model is switched to ``.train()``.
-A module is marked frozen with :func:`freeze_`; any module whose class uses :class:`FrozenTrainMixin`
-(or any parent that calls :func:`keep_frozen_in_eval` after ``train``) puts marked sub-modules back
-into eval mode after every ``train(mode)`` call.
+A module is marked frozen with :func:`freeze_`; any module whose class uses
+:class:`FrozenTrainMixin` (or any parent that calls :func:`keep_frozen_in_eval` after ``train``)
+puts marked sub-modules back into eval mode after every ``train(mode)`` call.
 """
 
 from typing import Iterator

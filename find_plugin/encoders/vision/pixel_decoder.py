@@ -1,20 +1,21 @@
 """X-Decoder / SEEM pixel decoder ``transformer_encoder_fpn`` (frozen in FIND).
 
-FPN over the backbone maps with GroupNorm convs; the coarsest map (res5) is projected to ``conv_dim``
-and refined by a plain (non-deformable) post-norm transformer encoder with a 2-D sine positional
-encoding; the top-down path adds nearest-upsampled coarser maps to 1x1 lateral projections, then a
-3x3 conv+GN+ReLU per level. Outputs (for 4 inputs res2..res5):
+FPN over the backbone maps with GroupNorm convs; the coarsest map (res5) is projected to
+``conv_dim`` and refined by a plain (non-deformable) post-norm transformer encoder with a 2-D sine
+positional encoding; the top-down path adds nearest-upsampled coarser maps to 1x1 lateral
+projections, then a 3x3 conv+GN+ReLU per level. Outputs (for 4 inputs res2..res5):
 
 * ``multi_scale_features``: the first 3 top-down maps, ``[B, conv_dim, H/32, W/32]``,
   ``[..., H/16, W/16]``, ``[..., H/8, W/8]`` (level 0 = stride 32).
-* ``mask_features``: a **3x3** conv (with bias) of the finest (stride 4) map, ``[B, mask_dim, H/4, W/4]``
+* ``mask_features``: a **3x3** conv (with bias) of the finest (stride 4) map,
+  ``[B, mask_dim, H/4, W/4]``
   (the official code uses kernel 3; checkpoint key ``mask_features.weight`` is ``[M, C, 3, 3]``).
 * ``transformer_encoder_features``: encoder output at stride 32, ``[B, conv_dim, H/32, W/32]``.
 
 Sub-module names equal the official ones after stripping ``sem_seg_head.pixel_decoder.``: for the
 input of stride rank ``i`` (1 = finest) ``adapter_i`` (1x1 lateral conv + ``norm``) and ``layer_i``
-(3x3 output conv + ``norm``); the coarsest input has ``input_proj``, ``transformer.encoder.layers.*``
-and ``layer_<n>`` only.
+(3x3 output conv + ``norm``); the coarsest input has ``input_proj``,
+``transformer.encoder.layers.*`` and ``layer_<n>`` only.
 """
 
 import math
@@ -33,7 +34,9 @@ def normalize_input_shape(input_shape: Mapping[str, object]) -> List[Tuple[str, 
     """Turn ``{name: ShapeSpec | (channels, stride) | {"channels", "stride"}}`` into a list of
     ``(name, channels, stride)`` sorted from the finest to the coarsest stride."""
     if not isinstance(input_shape, Mapping) or not input_shape:
-        raise ValueError(f"input_shape must be a non-empty mapping name -> shape, got {input_shape!r}")
+        raise ValueError(
+            f"input_shape must be a non-empty mapping name -> shape, got {input_shape!r}"
+        )
     out = []
     for name, spec in input_shape.items():
         if isinstance(spec, Mapping):
@@ -53,8 +56,8 @@ def normalize_input_shape(input_shape: Mapping[str, object]) -> List[Tuple[str, 
 class PositionEmbeddingSine(nn.Module):
     """DETR 2-D sine encoding, ``normalize=True`` (coordinates scaled to (0, 2*pi]).
 
-    ``x``: ``[B, C, H, W]`` (only shape/device/dtype used) -> ``[B, 2 * num_pos_feats, H, W]`` with the
-    y-encoding in the first half and the x-encoding in the second.
+    ``x``: ``[B, C, H, W]`` (only shape/device/dtype used) -> ``[B, 2 * num_pos_feats, H, W]``
+    with the y-encoding in the first half and the x-encoding in the second.
     """
 
     def __init__(self, *, num_pos_feats: int, temperature: float = 10000.0):
@@ -72,7 +75,9 @@ class PositionEmbeddingSine(nn.Module):
         y = y / (y[:, -1:, :] + eps) * self.scale
         xx = xx / (xx[:, :, -1:] + eps) * self.scale
         dim_t = torch.arange(self.num_pos_feats, dtype=x.dtype, device=x.device)
-        dim_t = self.temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / self.num_pos_feats)
+        dim_t = self.temperature ** (
+            2 * torch.div(dim_t, 2, rounding_mode="floor") / self.num_pos_feats
+        )
         px = xx[..., None] / dim_t
         py = y[..., None] / dim_t
         px = torch.stack((px[..., 0::2].sin(), px[..., 1::2].cos()), dim=4).flatten(3)
@@ -83,8 +88,9 @@ class PositionEmbeddingSine(nn.Module):
 class ConvNorm(nn.Conv2d):
     """``nn.Conv2d`` with an optional ``norm`` sub-module and activation (detectron2 naming)."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, *, norm: Optional[nn.Module],
-                 relu: bool):
+    def __init__(
+        self, in_ch: int, out_ch: int, kernel_size: int, *, norm: Optional[nn.Module], relu: bool
+    ):
         super().__init__(in_ch, out_ch, kernel_size, padding=kernel_size // 2, bias=norm is None)
         self.norm = norm
         self.relu = relu
@@ -114,8 +120,9 @@ class EncoderLayer(nn.Module):
     Tokens are sequence-first: ``[HW, B, C]``.
     """
 
-    def __init__(self, *, d_model: int, nhead: int, dim_feedforward: int, dropout: float,
-                 pre_norm: bool):
+    def __init__(
+        self, *, d_model: int, nhead: int, dim_feedforward: int, dropout: float, pre_norm: bool
+    ):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
@@ -159,12 +166,24 @@ class TransformerEncoder(nn.Module):
 class TransformerEncoderOnly(nn.Module):
     """Runs :class:`TransformerEncoder` on a map: ``[B, C, H, W]`` + PE -> ``[B, C, H, W]``."""
 
-    def __init__(self, *, d_model: int, nhead: int, num_encoder_layers: int, dim_feedforward: int,
-                 dropout: float, pre_norm: bool):
+    def __init__(
+        self,
+        *,
+        d_model: int,
+        nhead: int,
+        num_encoder_layers: int,
+        dim_feedforward: int,
+        dropout: float,
+        pre_norm: bool,
+    ):
         super().__init__()
         self.encoder = TransformerEncoder(
-            num_layers=num_encoder_layers, pre_norm=pre_norm, d_model=d_model, nhead=nhead,
-            dim_feedforward=dim_feedforward, dropout=dropout,
+            num_layers=num_encoder_layers,
+            pre_norm=pre_norm,
+            d_model=d_model,
+            nhead=nhead,
+            dim_feedforward=dim_feedforward,
+            dropout=dropout,
         )
         for p in self.parameters():
             if p.dim() > 1:
@@ -177,15 +196,16 @@ class TransformerEncoderOnly(nn.Module):
 
 
 class TransformerEncoderPixelDecoder(FrozenTrainMixin, nn.Module):
-    """FPN pixel decoder with a transformer encoder on the coarsest input (``transformer_encoder_fpn``).
+    """FPN pixel decoder + transformer encoder on the coarsest input (``transformer_encoder_fpn``).
 
     Args (keyword-only):
         input_shape: ``{name: ShapeSpec | (channels, stride)}`` of the backbone maps to use (>= 2).
         conv_dim: FPN width (512 in FIND). mask_dim: channels of ``mask_features`` (512).
         norm: ``"GN"`` (GroupNorm, 32 groups) or ``""`` (no norm, convs get a bias).
         transformer_enc_layers / transformer_nheads / transformer_dim_feedforward /
-        transformer_dropout / transformer_pre_norm: encoder on the coarsest map (6 / 8 / 2048 / 0.0 /
-        False in FIND). num_feature_levels: how many top-down maps form ``multi_scale_features`` (3).
+        transformer_dropout / transformer_pre_norm: encoder on the coarsest map
+        (6 / 8 / 2048 / 0.0 / False in FIND).
+        num_feature_levels: how many top-down maps form ``multi_scale_features`` (3).
         frozen: freeze parameters and keep eval mode (default True).
     """
 
@@ -218,14 +238,11 @@ class TransformerEncoderPixelDecoder(FrozenTrainMixin, nn.Module):
         self.conv_dim, self.mask_dim = conv_dim, mask_dim
         self.num_feature_levels = num_feature_levels
         n = len(shapes)
-        lateral, output = [], []
         for idx, (_, ch, _) in enumerate(shapes[:-1]):
             lat = ConvNorm(ch, conv_dim, 1, norm=_make_norm(norm, conv_dim), relu=False)
             out = ConvNorm(conv_dim, conv_dim, 3, norm=_make_norm(norm, conv_dim), relu=True)
             self.add_module(f"adapter_{idx + 1}", lat)
             self.add_module(f"layer_{idx + 1}", out)
-            lateral.append(lat)
-            output.append(out)
         self.mask_features = nn.Conv2d(conv_dim, mask_dim, 3, padding=1)
         nn.init.kaiming_uniform_(self.mask_features.weight, a=1)
         nn.init.zeros_(self.mask_features.bias)
@@ -233,16 +250,19 @@ class TransformerEncoderPixelDecoder(FrozenTrainMixin, nn.Module):
         nn.init.kaiming_uniform_(self.input_proj.weight, a=1)
         nn.init.zeros_(self.input_proj.bias)
         self.transformer = TransformerEncoderOnly(
-            d_model=conv_dim, nhead=transformer_nheads, num_encoder_layers=transformer_enc_layers,
-            dim_feedforward=transformer_dim_feedforward, dropout=transformer_dropout,
+            d_model=conv_dim,
+            nhead=transformer_nheads,
+            num_encoder_layers=transformer_enc_layers,
+            dim_feedforward=transformer_dim_feedforward,
+            dropout=transformer_dropout,
             pre_norm=transformer_pre_norm,
         )
         self.pe_layer = PositionEmbeddingSine(num_pos_feats=conv_dim // 2)
         top = ConvNorm(conv_dim, conv_dim, 3, norm=_make_norm(norm, conv_dim), relu=True)
         self.add_module(f"layer_{n}", top)
-        # Plain lists (not ModuleLists) so that names stay adapter_i / layer_i only; coarse first.
-        self._lateral = [None] + lateral[::-1]
-        self._output = [top] + output[::-1]
+        # Names (not module references) in top-down order, so that module swaps stay effective.
+        self._lateral_names = [None] + [f"adapter_{i}" for i in range(n - 1, 0, -1)]
+        self._output_names = [f"layer_{i}" for i in range(n, 0, -1)]
         if frozen:
             freeze_(self)
 
@@ -259,11 +279,11 @@ class TransformerEncoderPixelDecoder(FrozenTrainMixin, nn.Module):
             x = features[name]
             if idx == 0:
                 enc = self.transformer(self.input_proj(x), self.pe_layer(x))
-                y = self._output[0](enc)
+                y = getattr(self, self._output_names[0])(enc)
             else:
-                lat = self._lateral[idx](x)
+                lat = getattr(self, self._lateral_names[idx])(x)
                 y = lat + F.interpolate(y, size=lat.shape[-2:], mode="nearest")
-                y = self._output[idx](y)
+                y = getattr(self, self._output_names[idx])(y)
             if len(multi_scale) < self.num_feature_levels:
                 multi_scale.append(y)
         return self.mask_features(y), enc, multi_scale
@@ -272,6 +292,8 @@ class TransformerEncoderPixelDecoder(FrozenTrainMixin, nn.Module):
         """``features``: backbone dict -> ``{"mask_features", "transformer_encoder_features",
         "multi_scale_features"}`` (see module docstring for shapes)."""
         mask, enc, ms = self.forward_features(features)
-        return {"mask_features": mask, "transformer_encoder_features": enc,
-                "multi_scale_features": ms}
-
+        return {
+            "mask_features": mask,
+            "transformer_encoder_features": enc,
+            "multi_scale_features": ms,
+        }

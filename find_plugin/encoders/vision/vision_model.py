@@ -11,7 +11,8 @@ parent calls ``.train()``. ``train_backbone`` / ``train_pixel_decoder`` switch a
 (e.g. the pixel decoder on top of EfficientNet-Lite0, for which no pretrained decoder exists).
 
 Official checkpoints store ``backbone.*`` and ``sem_seg_head.pixel_decoder.*`` (optionally behind a
-``model.`` / ``module.model.`` prefix); :func:`official_to_vision_state_dict` maps them to our names.
+``model.`` / ``module.model.`` prefix); :func:`official_to_vision_state_dict` maps them to our
+names.
 """
 
 from typing import Dict, Mapping, Tuple
@@ -42,8 +43,14 @@ class FINDVisionModel(FrozenTrainMixin, nn.Module):
         train_backbone / train_pixel_decoder: make that part trainable (default: both frozen).
     """
 
-    def __init__(self, *, backbone: nn.Module, pixel_decoder: nn.Module, train_backbone: bool = False,
-                 train_pixel_decoder: bool = False):
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        pixel_decoder: nn.Module,
+        train_backbone: bool = False,
+        train_pixel_decoder: bool = False,
+    ):
         super().__init__()
         if not callable(getattr(pixel_decoder, "forward_features", None)):
             raise TypeError(
@@ -64,7 +71,7 @@ class FINDVisionModel(FrozenTrainMixin, nn.Module):
         return self
 
     def forward(self, images: torch.Tensor) -> Dict[str, object]:
-        """``images`` ``[B, 3, H, W]`` (normalised, H and W multiples of 32) -> output dict above."""
+        """``images`` ``[B, 3, H, W]`` (normalised, H, W multiples of 32) -> output dict above."""
         features = self.backbone(images)
         mask, enc, multi_scale = self.pixel_decoder.forward_features(features)
         return {

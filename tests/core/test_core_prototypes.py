@@ -1,0 +1,169 @@
+"""Task prototypes as data: registry, extendability, and the §1.4 attention tables."""
+
+import pytest
+import torch
+
+from find_plugin.core import attention_mask as am
+from find_plugin.core.prototypes import (
+    CrossRule,
+    TaskPrototype,
+    VariableSpec,
+    get_prototype,
+    list_prototypes,
+    merge_prototypes,
+    register_prototype,
+    unregister_prototype,
+)
+
+
+def test_core_prototypes_builtins_registered():
+    for name in (
+        "seg",
+        "class",
+        "grounding",
+        "spatial",
+        "retrieval",
+        "interleave",
+        "interleave_retrieval",
+    ):
+        assert name in list_prototypes()
+    with pytest.raises(KeyError, match="already registered"):
+        register_prototype(get_prototype("seg"))
+    with pytest.raises(ValueError, match="mode"):
+        CrossRule(("image",), "indexed")
+
+
+def test_core_prototypes_toy_task_runs_without_interface_edit(tiny, tiny_model):
+    toy = TaskPrototype(
+        "toy_counting",
+        (
+            VariableSpec(
+                "queries_toy",
+                "query",
+                "copy:queries_vision_image",
+                "one",
+                CrossRule(("tokens_toy",), "padding"),
+                ("queries_toy",),
+                (("pred_toy", "semantic"), ("pred_toy_pixel", "pixel")),
+            ),
+            VariableSpec("tokens_toy", "token", "tokens", "input", None, ("tokens_toy",)),
+        ),
+    )
+    register_prototype(toy)
+    try:
+        feats, mf, _ = tiny.inputs(bsz=2)
+        tokens = torch.randn(2, 4, tiny.config["hidden_dim"])
+        with torch.no_grad():
+            out = tiny_model(feats, mf, {"toy_counting": {"tokens": tokens}})
+            out2 = tiny_model(feats, mf, {"toy_counting": {"tokens": tokens + 1}})
+        assert out["pred_toy"].shape == (2, 1, tiny.config["dim_proj"])
+        assert len(out["aux_outputs"]) == tiny.config["num_layers"]
+        assert not torch.equal(out["pred_toy"], out2["pred_toy"])  # it reads its tokens
+        assert torch.equal(out["pred_masks"], out2["pred_masks"])  # and nothing else changes
+    finally:
+        unregister_prototype("toy_counting")
+
+
+def test_core_prototypes_conflicting_declaration():
+    bad = TaskPrototype(
+        "bad",
+        (
+            VariableSpec(
+                "proposals_vision_object",
+                "proposal",
+                "object_proposals",
+                "proposals",
+                CrossRule(("image",), "global"),
+                (),
+            ),
+        ),
+    )
+    register_prototype(bad)
+    try:
+        with pytest.raises(ValueError, match="declared differently"):
+            merge_prototypes(["bad"])
+    finally:
+        unregister_prototype("bad")
+
+
+def _layout(specs, counts, index=None, padding=None):
+    slices, start = {}, 0
+    for s in specs:
+        slices[s.name] = (start, start + counts.get(s.name, 1))
+        start += counts.get(s.name, 1)
+    pad = torch.zeros(1, start, dtype=torch.bool) if padding is None else padding
+    idx = torch.full((1, start), -1, dtype=torch.long) if index is None else index
+    has = {s.name: True for s in specs}
+    return am.SequenceLayout(specs, slices, pad, idx, has)
+
+
+def test_core_prototypes_attention_tables():
+    specs = merge_prototypes(["grounding", "spatial", "retrieval"])
+    counts = {
+        "proposals_vision_object": 2,
+        "proposals_vision_grounding": 2,
+        "queries_language_description": 2,
+        "tokens_language_description": 3,
+        "proposals_vision_segment": 2,
+        "queries_vision_spatial": 2,
+        "tokens_vision_spatial": 4,
+        "memories_vision_spatial": 2,
+        "tokens_language_caption": 2,
+    }
+    lay = _layout(specs, counts)
+    n = lay.length
+    index = torch.full((1, n), -1, dtype=torch.long)
+    for name, ids in (
+        ("queries_language_description", [0, 1]),
+        ("tokens_language_description", [0, 0, 1]),
+        ("queries_vision_spatial", [0, 1]),
+        ("tokens_vision_spatial", [1, 0, 1, 1]),
+    ):
+        index[0, slice(*lay.slices[name])] = torch.tensor(ids)
+    padding = torch.zeros(1, n, dtype=torch.bool)
+    padding[0, lay.slices["tokens_language_caption"][1] - 1] = True
+    lay = _layout(specs, counts, index, padding)
+    sa = am.self_attention_allowed(lay)[0]
+    ca = am.token_cross_allowed(lay)[0]
+
+    def blk(m, r, c):
+        return m[slice(*lay.slices[r]), slice(*lay.slices[c])]
+
+    # condition attention (§1.4 table)
+    assert blk(sa, "proposals_vision_object", "proposals_vision_object").all()
+    assert not blk(sa, "proposals_vision_object", "proposals_vision_grounding").any()
+    assert blk(sa, "proposals_vision_grounding", "tokens_language_description").all()
+    assert blk(sa, "tokens_language_description", "proposals_vision_grounding").all()  # bidir.
+    assert blk(sa, "proposals_vision_segment", "tokens_vision_spatial").all()
+    assert blk(sa, "proposals_vision_segment", "memories_vision_spatial").all()
+    assert not blk(sa, "memories_vision_spatial", "proposals_vision_segment").any()
+    assert not blk(sa, "queries_vision_image", "queries_language_caption").any()
+    cap = blk(sa, "tokens_language_caption", "tokens_language_caption")
+    assert cap.tolist() == [[True, False], [False, False]]  # padding blocked both ways
+    # content attention: indexed description / spatial queries, padding for caption
+    assert blk(ca, "queries_language_description", "tokens_language_description").tolist() == [
+        [True, True, False],
+        [False, False, True],
+    ]
+    assert blk(ca, "queries_vision_spatial", "tokens_vision_spatial").tolist() == [
+        [False, True, False, False],
+        [True, False, True, True],
+    ]
+    assert blk(ca, "queries_language_caption", "tokens_language_caption").tolist() == [
+        [True, False]
+    ]
+    assert not blk(ca, "queries_language_caption", "tokens_language_description").any()
+    # training swap (DYNAMICS): segment proposals attend spatial queries instead of tokens
+    swapped = am.self_attention_allowed(
+        lay, {"proposals_vision_segment": {"tokens_vision_spatial": "queries_vision_spatial"}}
+    )[0]
+    assert blk(swapped, "proposals_vision_segment", "queries_vision_spatial").all()
+    assert not blk(swapped, "proposals_vision_segment", "tokens_vision_spatial").any()
+    # image part: prev-mask rows keep their mask, fully blocked rows become fully open
+    modes = am.image_modes(lay)
+    rows = torch.arange(*lay.slices["proposals_vision_object"])
+    blocked = torch.tensor([[[True, False, True], [True, True, True]]])
+    img = am.image_allowed(modes, 3, batch=1, mask_rows=rows, mask_blocked=blocked)[0]
+    assert img[rows].tolist() == [[False, True, False], [True, True, True]]
+    assert img[lay.slices["queries_vision_image"][0]].all()
+    assert not img[lay.slices["queries_language_caption"][0]].any()
