@@ -1,4 +1,5 @@
-"""Checkpoints: find_plugin's own versioned format, the weights resolver and the model-zoo table."""
+"""Checkpoints: find_plugin's own versioned format, the weights resolver, the model-zoo table,
+the official-checkpoint converter (explicit key table) and the one loader used by every entry point."""
 
 from .format import (
     FORMAT_VERSION,
@@ -8,7 +9,16 @@ from .format import (
     load_state_dict_checked,
     save_checkpoint,
 )
+from .loader import LoadResult, WeightsFile, group_prefixes, load_weights, read_weights_file
 from .model_zoo import MODEL_ZOO, ZooEntry
+from .official import (
+    SOURCE_GROUPS,
+    ConversionReport,
+    OfficialConversionError,
+    convert_official_state_dict,
+    infer_find_config,
+    official_key_table,
+)
 from .resolver import WeightsNotFoundError, default_cache_dir, resolve_weights, sha256_of
 
 __all__ = [
@@ -18,6 +28,17 @@ __all__ = [
     "load_checkpoint",
     "load_state_dict_checked",
     "save_checkpoint",
+    "SOURCE_GROUPS",
+    "ConversionReport",
+    "OfficialConversionError",
+    "convert_official_state_dict",
+    "infer_find_config",
+    "official_key_table",
+    "LoadResult",
+    "WeightsFile",
+    "group_prefixes",
+    "load_weights",
+    "read_weights_file",
     "MODEL_ZOO",
     "ZooEntry",
     "WeightsNotFoundError",

@@ -55,7 +55,9 @@ class IncompatibleCheckpointError(RuntimeError):
             lines.append(f"  {len(self.unexpected)} key(s) in the checkpoint but not in the model:")
             lines += [f"    {k}" for k in self.unexpected]
         if self.mismatched:
-            lines.append(f"  {len(self.mismatched)} key(s) with a different shape (checkpoint vs model):")
+            lines.append(
+                f"  {len(self.mismatched)} key(s) with a different shape (checkpoint vs model):"
+            )
             lines += [f"    {k}: {tuple(a)} vs {tuple(b)}" for k, a, b in self.mismatched]
         super().__init__("\n".join(lines))
 

@@ -60,7 +60,9 @@ def _download(url: str, dest: str, sha256: Optional[str], timeout: float) -> str
     fd, tmp = tempfile.mkstemp(prefix=".part-", dir=os.path.dirname(dest))
     try:
         with os.fdopen(fd, "wb") as out:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http/https only)
+            with urllib.request.urlopen(
+                url, timeout=timeout
+            ) as resp:  # noqa: S310 (http/https only)
                 shutil.copyfileobj(resp, out)
         if sha256 is not None:
             got = sha256_of(tmp)

@@ -6,6 +6,7 @@
 
 from . import pixel_decoder as _pixel_decoder  # noqa: F401  (registration)
 from . import vision_backbones as _vision_backbones  # noqa: F401  (registration)
+from .checkpointer import FINDCheckpointer  # noqa: F401  (MODEL.WEIGHTS: path / URL / zoo name)
 from .pixel_decoder import FIND_PIXEL_DECODER_REGISTRY, build_find_pixel_decoder
 from .vision_builder import build_find_vision_model
 from .vision_config import FOCALNET_CFG_PRESETS, add_find_vision_config

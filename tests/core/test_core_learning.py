@@ -24,7 +24,7 @@ from find_plugin.core.retrieval import recall_at_k, retrieval_scores
 B, C, Q, K = 4, 32, 8, 3
 M = 16  # mask resolution (stride 4) -> image 64 x 64
 IMG = 4 * M
-STEPS = 300
+STEPS = 150
 
 
 def _square_prompt(mask16: torch.Tensor) -> torch.Tensor:
@@ -34,6 +34,21 @@ def _square_prompt(mask16: torch.Tensor) -> torch.Tensor:
     p = torch.zeros(IMG, IMG, dtype=torch.bool)
     p[cy - 2 : cy + 2, cx - 2 : cx + 2] = True
     return p
+
+
+def _features(gt_masks, g: torch.Generator):
+    """Frozen "pixel decoder" outputs in which every object has its own random code vector (plus
+    a background code and noise), so masks are linearly decodable from ``mask_features`` as they
+    are from a real pixel decoder. Levels are average-pooled copies (strides 32, 16, 8)."""
+    mask_features = torch.zeros(B, C, M, M)
+    for b, masks in enumerate(gt_masks):
+        codes = torch.nn.functional.normalize(torch.randn(len(masks) + 1, C, generator=g), dim=-1)
+        background = 1 - masks.sum(0).clamp(max=1)
+        layout = torch.cat([masks, background[None]])  # [n+1, M, M]
+        mask_features[b] = 3 * torch.einsum("nc,nhw->chw", codes, layout)
+    mask_features += 0.1 * torch.randn(B, C, M, M, generator=g)
+    levels = [torch.nn.functional.adaptive_avg_pool2d(mask_features, M // s) for s in (8, 4, 2)]
+    return levels, mask_features
 
 
 def _build_batch(g: torch.Generator):
@@ -103,6 +118,50 @@ def _iou(logits: torch.Tensor, gt: torch.Tensor) -> float:
     return ((pred & gt).sum() / (pred | gt).sum().clamp(min=1)).item()
 
 
+def _metrics(out, targets, logit_scale):
+    """Worst-case IoU per task (inference rules), class accuracy and retrieval top-1."""
+    res = {"generic": [], "classes": [], "grounding": [], "interactive": [], "interleave": []}
+    indices = HungarianMatcher(num_points=None).match_default(
+        out["pred_logits"], out["pred_masks"], targets
+    )
+    for b, (src, tgt) in enumerate(indices):
+        for s, t in zip(src.tolist(), tgt.tolist()):
+            res["generic"].append(_iou(out["pred_masks"][b, s], targets[b]["masks"][t]))
+            res["classes"].append(
+                float(out["pred_logits"][b, s].argmax().item() == targets[b]["labels"][t])
+            )
+    for b in range(B):
+        picks = {
+            "grounding": grounding_pick(
+                out["pred_gtexts"][b], out["pred_grounding_query"][b], logit_scale
+            )[0],
+            "interactive": interactive_pick(out["pred_smaskembs"][b], out["pred_pspatials"][b])[0],
+            "interleave": interleave_pick(
+                out["pred_imaskembs"][b],
+                out["pred_entity_pixel"][b],
+                out["pred_interleave_objects"][b],
+                out["pred_entity_class"][b],
+                targets[b]["interleave_is_visual"],
+            )[0],
+        }
+        for task, (masks_key, gt_key) in {
+            "grounding": ("pred_gmasks", "grounding_masks"),
+            "interactive": ("pred_smasks", "spatial_masks"),
+            "interleave": ("pred_imasks", "interleave_masks"),
+        }.items():
+            for j, q in enumerate(picks[task].tolist()):
+                res[task].append(_iou(out[masks_key][b, q], targets[b][gt_key][j]))
+    metrics = {k: min(v) for k, v in res.items()}
+    img = out["pred_retrievals"][:, 0]
+    for name, key in (("retrieval", "pred_retrievals_lang"), ("interleave_itc", "pred_interleave_image")):
+        scores = retrieval_scores(img, out[key][:, 0])
+        metrics[name] = min(
+            recall_at_k(scores, torch.arange(B), ks=(1,))[1],
+            recall_at_k(scores.t(), torch.arange(B), ks=(1,))[1],
+        )
+    return metrics
+
+
 @pytest.fixture(scope="module")
 def trained():
     torch.manual_seed(0)
@@ -119,14 +178,21 @@ def trained():
         num_memories=4,
         max_spatial_points=64,
     )
-    features = [torch.randn(B, C, s, s, generator=g) for s in (M // 8, M // 4, M // 2)]
-    mask_features = torch.randn(B, C, M, M, generator=g)
     class_bank = torch.randn(K + 1, C, generator=g)
     targets, tasks = _build_batch(g)
+    features, mask_features = _features([t["masks"] for t in targets], g)
     criterion = FindCriterion(num_classes=K, num_points=None)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+
+    def evaluate():
+        model.eval()
+        with torch.no_grad():
+            out = model(features, mask_features, tasks, class_bank=class_bank, generator=g)
+        model.train()
+        return _metrics(out, targets, model.logit_scale.detach())
+
+    before = evaluate()
     start = time.time()
-    model.train()
     for _ in range(STEPS):
         out = model(features, mask_features, tasks, class_bank=class_bank, generator=g)
         losses = criterion(out, targets, logit_scale=model.logit_scale)
@@ -134,64 +200,35 @@ def trained():
         sum(losses.values()).backward()
         opt.step()
     elapsed = time.time() - start
-    model.eval()
-    with torch.no_grad():
-        out = model(features, mask_features, tasks, class_bank=class_bank, generator=g)
-    return {"out": out, "targets": targets, "scale": model.logit_scale.detach(), "time": elapsed}
+    return {"before": before, "after": evaluate(), "time": elapsed, "losses": losses}
 
 
-def test_training_is_fast_enough(trained):
-    assert trained["time"] < 90, f"{STEPS} steps took {trained['time']:.1f}s"
+def test_training_time(trained):
+    # ~25 s on an idle 2-core CPU; generous bound for loaded CI machines
+    assert trained["time"] < 150, f"{STEPS} steps took {trained['time']:.1f}s"
 
 
-def test_generic_segmentation_overfits(trained):
-    out, targets = trained["out"], trained["targets"]
-    indices = HungarianMatcher(num_points=None).match_default(
-        out["pred_logits"], out["pred_masks"], targets
-    )
-    ious, correct = [], []
-    for b, (src, tgt) in enumerate(indices):
-        for s, t in zip(src.tolist(), tgt.tolist()):
-            ious.append(_iou(out["pred_masks"][b, s], targets[b]["masks"][t]))
-            correct.append(out["pred_logits"][b, s].argmax().item() == targets[b]["labels"][t])
-    assert min(ious) > 0.9, ious
-    assert all(correct)
+def test_losses_finite_and_complete(trained):
+    names = {k.rsplit("_", 1)[0] for k in trained["losses"]}
+    assert len(names) == 14 and all(torch.isfinite(v) for v in trained["losses"].values())
 
 
-def test_grounding_overfits(trained):
-    out, targets = trained["out"], trained["targets"]
-    for b in range(B):
-        idx, _ = grounding_pick(out["pred_gtexts"][b], out["pred_grounding_query"][b], trained["scale"])
-        for j, q in enumerate(idx.tolist()):
-            assert _iou(out["pred_gmasks"][b, q], targets[b]["grounding_masks"][j]) > 0.9
+def test_untrained_model_fails_the_checks(trained):
+    before = trained["before"]
+    for task in ("generic", "grounding", "interactive", "interleave"):
+        assert before[task] < 0.9, (task, before)
+    assert before["retrieval"] < 1.0
 
 
-def test_interactive_overfits(trained):
-    out, targets = trained["out"], trained["targets"]
-    for b in range(B):
-        idx, _ = interactive_pick(out["pred_smaskembs"][b], out["pred_pspatials"][b])
-        for j, q in enumerate(idx.tolist()):
-            assert _iou(out["pred_smasks"][b, q], targets[b]["spatial_masks"][j]) > 0.9
+@pytest.mark.parametrize("task", ["generic", "grounding", "interactive", "interleave"])
+def test_masks_overfit(trained, task):
+    assert trained["after"][task] > 0.9, trained["after"]
 
 
-def test_interleave_overfits(trained):
-    out, targets = trained["out"], trained["targets"]
-    for b in range(B):
-        idx, _ = interleave_pick(
-            out["pred_imaskembs"][b],
-            out["pred_entity_pixel"][b],
-            out["pred_interleave_objects"][b],
-            out["pred_entity_class"][b],
-            targets[b]["interleave_is_visual"],
-        )
-        for j, q in enumerate(idx.tolist()):
-            assert _iou(out["pred_imasks"][b, q], targets[b]["interleave_masks"][j]) > 0.9
+def test_classes_overfit(trained):
+    assert trained["after"]["classes"] == 1.0, trained["after"]
 
 
-def test_retrieval_overfits(trained):
-    out = trained["out"]
-    img = out["pred_retrievals"][:, 0]
-    for text in (out["pred_retrievals_lang"][:, 0], out["pred_interleave_image"][:, 0]):
-        scores = retrieval_scores(img, text)
-        assert recall_at_k(scores, torch.arange(B), ks=(1,))[1] == 1.0
-        assert recall_at_k(scores.t(), torch.arange(B), ks=(1,))[1] == 1.0
+@pytest.mark.parametrize("task", ["retrieval", "interleave_itc"])
+def test_retrieval_top1(trained, task):
+    assert trained["after"][task] == 1.0, trained["after"]

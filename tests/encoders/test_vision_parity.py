@@ -1,13 +1,27 @@
 """Numerical parity with the official FIND code (parity_small fixture: FocalNet focal_dw embed 32,
 depths 1-1-2-1; pixel decoder 128-d, 2 encoder layers, FFN 256),
-built through the detectron2 config."""
+built through the detectron2 config. The official weights are loaded THROUGH the checkpoint
+converter (``find_plugin.checkpoint.convert_official_state_dict``, explicit key table), the same
+code path as every other official-checkpoint load; the interface groups are not part of the vision
+model and are dropped explicitly."""
 
 import pytest
 import torch
 
-from find_plugin.encoders.vision import official_to_vision_state_dict
+from find_plugin.checkpoint import convert_official_state_dict
 
 ATOL = 1e-4
+VISION_ONLY_DROP = ("interface", "lang_proj", "logit_scale")
+
+
+def official_to_vision_state_dict(state_dict, model):
+    """Converter output for the vision model (keys backbone.* / pixel_decoder.*)."""
+    out, _ = convert_official_state_dict(state_dict, target=model, drop=VISION_ONLY_DROP)
+    return out
+
+
+def load_official_vision_weights(model, state_dict, strict=True):
+    return model.load_state_dict(official_to_vision_state_dict(state_dict, model), strict=strict)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +59,7 @@ def parity_model(vision_parity_data):
 
 
 def test_official_keys_load_strictly(parity_model, vision_parity_data):
-    mapped = official_to_vision_state_dict(vision_parity_data["state_dict"])
+    mapped = official_to_vision_state_dict(vision_parity_data["state_dict"], parity_model)
     ours = parity_model.state_dict()
     missing = sorted(set(ours) - set(mapped))
     unexpected = sorted(set(mapped) - set(ours))
@@ -54,16 +68,12 @@ def test_official_keys_load_strictly(parity_model, vision_parity_data):
     assert not bad_shapes, f"shape mismatch: {bad_shapes}"
     # 139 backbone + 49 pixel-decoder tensors in the official reduced model (README inventory).
     assert len(mapped) == 139 + 49
-    from find_plugin.encoders.vision import load_official_vision_weights
-
     result = load_official_vision_weights(parity_model, vision_parity_data["state_dict"])
     assert not result.missing_keys and not result.unexpected_keys
 
 
 @pytest.fixture(scope="module")
 def parity_outputs(parity_model, vision_parity_data):
-    from find_plugin.encoders.vision import load_official_vision_weights
-
     load_official_vision_weights(parity_model, vision_parity_data["state_dict"], strict=True)
     parity_model.eval()
     with torch.no_grad():
@@ -91,8 +101,6 @@ def test_pixel_decoder_matches_official(parity_outputs, vision_parity_data):
 
 def test_pixel_decoder_alone_on_official_backbone_maps(parity_model, vision_parity_data):
     """Isolates the pixel decoder: feed the stored official backbone maps."""
-    from find_plugin.encoders.vision import load_official_vision_weights
-
     load_official_vision_weights(parity_model, vision_parity_data["state_dict"], strict=True)
     with torch.no_grad():
         mask, enc, ms = parity_model.pixel_decoder.forward_features(vision_parity_data["backbone"])
@@ -104,8 +112,6 @@ def test_pixel_decoder_alone_on_official_backbone_maps(parity_model, vision_pari
 
 def test_parity_breaks_with_perturbed_weights(parity_model, vision_parity_data):
     """The comparison is sensitive: a tiny change of one LayerScale gamma breaks parity."""
-    from find_plugin.encoders.vision import load_official_vision_weights
-
     sd = dict(vision_parity_data["state_dict"])
     sd["backbone.layers.2.blocks.1.gamma_2"] = sd["backbone.layers.2.blocks.1.gamma_2"] + 0.05
     load_official_vision_weights(parity_model, sd, strict=True)
@@ -117,8 +123,6 @@ def test_parity_breaks_with_perturbed_weights(parity_model, vision_parity_data):
 
 
 def test_strict_load_reports_key_mismatch(parity_model, vision_parity_data):
-    from find_plugin.encoders.vision import load_official_vision_weights
-
     sd = dict(vision_parity_data["state_dict"])
     sd.pop("backbone.norm3.weight")
     sd["sem_seg_head.pixel_decoder.bogus.weight"] = torch.zeros(1)

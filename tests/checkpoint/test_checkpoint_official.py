@@ -1,0 +1,184 @@
+"""Official-layout conversion: explicit key table, groups, prefixes, constants, strict full-size load."""
+
+import pytest
+import torch
+
+from find_plugin.checkpoint import (
+    OfficialConversionError,
+    convert_official_state_dict,
+    infer_find_config,
+    load_state_dict_checked,
+    official_key_table,
+)
+from find_plugin.checkpoint.official import official_group, unwrap_official
+
+PRESET = {"focalt_llama": "focalt_llama", "focalt_unicl": "focalt_unicl"}
+GROUP_MAP = {
+    "backbone": "backbone",
+    "pixel_decoder": "pixel_decoder",
+    "interface (predictor)": "interface",
+    "lang_proj": "lang_proj",
+    "logit_scale": "logit_scale",
+    "lang_encoder.model (text tower)": "text_tower",
+    "other": "constants",
+    "criterion": "constants",
+}
+
+
+def _plain(v):
+    return list(v) if isinstance(v, (tuple, list)) else v
+
+
+@pytest.mark.parametrize("name", ["focalt_llama", "focalt_unicl"])
+def test_manifest_checkpoint_converts_and_loads_strictly(name, ckpt_manifest, ckpt_full_model):
+    data = ckpt_manifest(name)
+    manifest, sd, code = data["manifest"], data["state_dict"], data["code"]
+    model = ckpt_full_model(PRESET[name])
+    out, report = convert_official_state_dict(sd, target=model, drop=["text_tower"])
+    assert report.ok and not any(report.unmapped.values()) and not any(report.missing.values())
+
+    # every manifest key is classified into the expected group, none is left over
+    expected = {}
+    for e in manifest["keys"]:
+        g = GROUP_MAP[e["group"]]
+        assert official_group(e["key"]) == g, e["key"]
+        expected.setdefault(g, set()).add(e["key"])
+    assert set(report.dropped["text_tower"]) == expected["text_tower"]
+    assert (
+        len(expected["text_tower"])
+        == manifest["group_summary"]["lang_encoder.model (text tower)"]["num_keys"]
+    )
+    assert set(report.dropped["constants"]) == {"dilation_kernel", "criterion.empty_weight"}
+    assert any("empty_weight [134]" in n and "verified" in n for n in report.constants)
+    for g in ("backbone", "pixel_decoder", "interface", "lang_proj", "logit_scale"):
+        assert {a for a, _ in report.mapped[g]} == expected[g], g
+    counts = report.counts()
+    assert counts["backbone"]["mapped"] == 300 and counts["pixel_decoder"]["mapped"] == 97
+    assert counts["interface"]["mapped"] == 180
+
+    # output keys are exactly FINDModel.state_dict() keys; strict load; values land where mapped
+    assert set(out) == set(model.state_dict())
+    load_state_dict_checked(model, out, source=name)
+    own = model.state_dict()
+    for g in ("backbone", "pixel_decoder", "interface", "lang_proj", "logit_scale"):
+        for official, ours in report.mapped[g]:
+            v = own[ours]
+            assert v.shape == sd[official].shape
+            assert float(v.min()) == float(v.max()) == code[official], (official, ours)
+
+
+def test_text_tower_must_be_dropped_explicitly(ckpt_manifest, ckpt_full_model):
+    sd = ckpt_manifest("focalt_unicl")["state_dict"]
+    with pytest.raises(OfficialConversionError) as err:
+        convert_official_state_dict(sd, target=ckpt_full_model("focalt_unicl"))
+    msg = str(err.value)
+    assert "148 UNMAPPED key(s) of group 'text_tower'" in msg and "--drop text_tower" in msg
+    assert "sem_seg_head.predictor.lang_encoder.lang_encoder.token_embedding.weight" in msg
+
+
+def test_manifest_architecture_is_inferred(ckpt_manifest):
+    from find_plugin.model import resolve_find_config
+
+    for name, width in (("focalt_llama", 4096), ("focalt_unicl", 512)):
+        cfg = infer_find_config(ckpt_manifest(name)["state_dict"])
+        preset = resolve_find_config(name)
+        for section in ("backbone", "pixel_decoder", "interface"):
+            for k, v in cfg[section].items():
+                if k in preset[section]:
+                    assert _plain(v) == _plain(preset[section][k]), (section, k, v)
+        assert cfg["backbone"]["depths"] == [2, 2, 6, 2] and cfg["backbone"]["style"] == "focal_dw"
+        assert cfg["interface"]["num_layers"] == 9 and cfg["interface"]["num_queries"] == 100
+        assert cfg["interface"]["dim_text"] == width
+        assert cfg["pixel_decoder"]["transformer_enc_layers"] == 6
+
+
+def test_parity_architecture_is_inferred(ckpt_parity, ckpt_parity_config):
+    cfg = infer_find_config(ckpt_parity("state_dict.pt"))
+    for section in ("backbone", "pixel_decoder", "interface"):
+        for k, v in cfg[section].items():
+            if k in ckpt_parity_config[section]:
+                assert v == ckpt_parity_config[section][k], (section, k)
+
+
+@pytest.mark.parametrize("prefix", ["", "model.", "module.model."])
+@pytest.mark.parametrize("container", [None, "model", "module"])
+def test_official_prefixes_and_containers(prefix, container, ckpt_parity, ckpt_parity_model):
+    sd = {prefix + k: v for k, v in ckpt_parity("state_dict.pt").items()}
+    obj = sd if container is None else {container: sd, "iteration": 5}
+    out, report = convert_official_state_dict(obj, target=ckpt_parity_model)
+    assert report.prefix == prefix
+    assert set(out) == set(ckpt_parity_model.state_dict())
+
+
+def test_mixed_prefixes_are_refused(ckpt_parity):
+    sd = dict(ckpt_parity("state_dict.pt"))
+    sd["model.backbone.extra"] = torch.zeros(1)
+    with pytest.raises(ValueError, match="mixes key prefixes"):
+        unwrap_official(sd)
+
+
+def test_wrong_constants_fail(ckpt_parity, ckpt_parity_model):
+    sd = dict(ckpt_parity("state_dict.pt"))
+    w = sd["criterion.empty_weight"].clone()
+    w[-1] = 0.2
+    sd["criterion.empty_weight"] = w
+    sd["dilation_kernel"] = torch.ones(1, 1, 5, 5)
+    with pytest.raises(OfficialConversionError) as err:
+        convert_official_state_dict(sd, target=ckpt_parity_model)
+    msg = str(err.value)
+    assert "BAD constant: criterion.empty_weight [134] is not ones with the last entry 0.1" in msg
+    assert "BAD constant: dilation_kernel (1, 1, 5, 5)" in msg
+
+
+def test_unmapped_missing_and_mismatched_are_listed(ckpt_parity, ckpt_parity_model):
+    sd = dict(ckpt_parity("state_dict.pt"))
+    sd.pop("backbone.norm3.weight")
+    sd.pop("sem_seg_head.predictor.query_feat.weight")
+    sd["sem_seg_head.predictor.bogus.weight"] = torch.zeros(2)
+    sd["sem_seg_head.lang_encoder.lang_proj"] = torch.zeros(2)
+    lp = "sem_seg_head.predictor.lang_encoder.lang_proj"
+    sd[lp] = torch.zeros(65, 128)
+    with pytest.raises(OfficialConversionError) as err:
+        convert_official_state_dict(sd, target=ckpt_parity_model, source="x.pt")
+    msg = str(err.value)
+    assert "1 UNMAPPED key(s) of group 'interface'" in msg and "predictor.bogus.weight" in msg
+    assert "1 UNMAPPED key(s) of group 'other'" in msg
+    assert "group 'backbone' MISSING" in msg and "backbone.norm3.weight" in msg
+    assert "interface.query_feat.weight" in msg
+    assert f"{lp} -> interface.lang_proj: (65, 128) vs (64, 128)" in msg
+    # the same file converts once the groups are declared droppable / absent
+    sd[lp] = torch.zeros(64, 128)
+    out, report = convert_official_state_dict(
+        sd,
+        target=ckpt_parity_model,
+        drop=["other", "interface"],
+        allow_absent=["backbone", "interface"],
+    )
+    assert report.ok and "backbone.norm3.weight" in report.absent["backbone"]
+    assert "interface.lang_proj" in out and not any(k.startswith("interface.layers") for k in out)
+
+
+def test_key_table_is_explicit_and_one_to_one(ckpt_parity_model):
+    keys = list(ckpt_parity_model.state_dict())
+    table = official_key_table(keys)
+    assert sorted(table.values()) == sorted(keys)  # every target key, exactly once
+    assert (
+        table["sem_seg_head.pixel_decoder.mask_features.weight"]
+        == "pixel_decoder.mask_features.weight"
+    )
+    assert table["backbone.layers.2.blocks.1.gamma_2"] == "backbone.layers.2.blocks.1.gamma_2"
+    assert (
+        table["sem_seg_head.predictor.content_attention.layers.2.multihead_attn.in_proj_weight"]
+        == "interface.layers.2.cross_attn.in_proj_weight"
+    )
+    assert table["sem_seg_head.predictor.spatial_featured.weight"] == "interface.memory_feat.weight"
+    assert table["sem_seg_head.predictor.lang_encoder.logit_scale"] == "interface.logit_scale"
+
+
+def test_half_precision_source_is_cast_and_reported(ckpt_parity, ckpt_parity_model):
+    sd = {
+        k: v.half() if v.is_floating_point() else v for k, v in ckpt_parity("state_dict.pt").items()
+    }
+    out, report = convert_official_state_dict(sd, target=ckpt_parity_model)
+    assert all(v.dtype == torch.float32 for v in out.values())
+    assert len(report.cast) == len(out)
