@@ -12,14 +12,14 @@ def read_version():
     with open(os.path.join(HERE, "find_plugin", "version.py"), encoding="utf-8") as f:
         match = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M)
     if match is None:
-        raise RuntimeError("find_plugin/version.py must define __version__ = \"X.Y.Z\"")
+        raise RuntimeError('find_plugin/version.py must define __version__ = "X.Y.Z"')
     return match.group(1)
 
 
 setup(
     name="find_plugin",
     version=read_version(),
-    description="FIND (Interfacing Foundation Models' Embeddings) as a detectron2/MMDetection plugin",
+    description="FIND (Interfacing Foundation Models' Embeddings) for detectron2 and MMDetection",
     long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",

@@ -17,7 +17,7 @@ export PYTHONDONTWRITEBYTECODE=1
 LINT_PATHS=(find_plugin tools tests setup.py)
 [ -d projects ] && LINT_PATHS+=(projects)
 echo "[run_tests] lint: black, isort, flake8 on ${LINT_PATHS[*]}"
-"$PY" -m black --check --quiet -l 100 "${LINT_PATHS[@]}" ||
+"$PY" -m black --check -l 100 "${LINT_PATHS[@]}" ||
     { echo "[run_tests] black would reformat the files above (run: $PY -m black -l 100 ${LINT_PATHS[*]})"; exit 1; }
 "$PY" -m isort --check-only --quiet "${LINT_PATHS[@]}" ||
     { echo "[run_tests] isort would reorder imports (run: $PY -m isort ${LINT_PATHS[*]})"; exit 1; }

@@ -130,7 +130,8 @@ run_stage 4-mmcv "mmcv 2.1.0 with compiled ops (first build ~10-12 min on 2 core
 run_stage 5-rest "mmengine, mmdet, transformers, evaluation and test tools" rest_of_lock
 
 # --- 6. editable install of this clone (re-done whenever the clone moved) --------------------
-current=$("$VPY" -c 'import find_plugin, os; print(os.path.dirname(os.path.dirname(os.path.abspath(find_plugin.__file__))))' 2>/dev/null || true)
+# Run from / with no PYTHONPATH, so the answer comes from the venv's own install, not from the cwd.
+current=$(cd / && env -u PYTHONPATH "$VPY" -c 'import find_plugin, os; print(os.path.dirname(os.path.dirname(os.path.abspath(find_plugin.__file__))))' 2>/dev/null || true)
 if [ "$current" != "$ROOT" ]; then
     say "stage 6-find_plugin: editable install of $ROOT"
     "$VPY" -m pip install --disable-pip-version-check --no-input --no-deps --no-build-isolation \
@@ -141,7 +142,7 @@ else
 fi
 
 # --- 7. smoke check: the compiled pieces load together ---------------------------------------
-if ! HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 "$VPY" - >"$LOGDIR/7-check.log" 2>&1 <<'PY'; then
+if ! (cd / && env -u PYTHONPATH HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 "$VPY" - >"$LOGDIR/7-check.log" 2>&1) <<'PY'; then
 import detectron2._C  # noqa: F401  compiled detectron2 ops
 import mmcv.ops  # noqa: F401  compiled mmcv ops
 import mmdet.models  # noqa: F401

@@ -1,5 +1,5 @@
 """Checkpoints: find_plugin's own versioned format, the weights resolver, the model-zoo table,
-the official-checkpoint converter (explicit key table) and the one loader used by every entry point."""
+the official-checkpoint converter (explicit key table) and the one loader of every entry point."""
 
 from .format import (
     FORMAT_VERSION,

@@ -2,14 +2,16 @@
 
 A file is a ``torch.save`` of a dict::
 
-    {"format": "find_plugin", "format_version": 1, "model": {name: Tensor}, "meta": {str: str|int|...}}
+    {"format": "find_plugin", "format_version": 1, "model": {name: Tensor},
+     "meta": {str: str|int|...}}
 
-Only tensors and plain Python values are stored, so files load with ``torch.load(weights_only=True)``
-under any torch version. Writes go to a temporary file in the same folder followed by ``os.replace``,
-so a crash never leaves a half-written file where a good one was.
+Only tensors and plain Python values are stored, so files load with
+``torch.load(weights_only=True)`` under any torch version. Writes go to a temporary file in the same
+folder followed by ``os.replace``, so a crash never leaves a half-written file where a good one was.
 
 Older versions are migrated on load with a warning (see ``_MIGRATIONS``). Loading into a model never
-skips silently: :func:`load_state_dict_checked` lists every missing, unexpected and shape-mismatched key.
+skips silently: :func:`load_state_dict_checked` lists every missing, unexpected and shape-mismatched
+key.
 """
 
 import logging

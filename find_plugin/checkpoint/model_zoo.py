@@ -28,13 +28,13 @@ MODEL_ZOO: Dict[str, ZooEntry] = {
         sha256=None,
         config="configs/find_focalt.yaml",
         layout="official",
-        description="official FIND release: FocalNet-T + X-Decoder pixel decoder, LLaMA-7B layer -12",
+        description="official FIND release: FocalNet-T + X-Decoder pixel decoder, LLaMA-7B (-12)",
     ),
     "find_focall_llama_x640": ZooEntry(
         url=_HF_FIND + "find_focall_llama_x640.pt",
         sha256=None,
         config="configs/find_focall.yaml",
         layout="official",
-        description="official FIND release: FocalNet-L + X-Decoder pixel decoder, LLaMA-7B layer -12",
+        description="official FIND release: FocalNet-L + X-Decoder pixel decoder, LLaMA-7B (-12)",
     ),
 }

@@ -1,4 +1,4 @@
-"""One weights resolver for every entry point (detectron2 ``MODEL.WEIGHTS``, mmdet ``load_from``, tools).
+"""One weights resolver for every entry point (d2 ``MODEL.WEIGHTS``, mmdet ``load_from``, tools).
 
 ``resolve_weights(spec)`` turns a spec into a local file path:
 
@@ -9,8 +9,8 @@
   :mod:`find_plugin.checkpoint.model_zoo` and fetched like a URL, then its sha256 is verified.
 
 Downloads write to a temporary file and are renamed into place only when complete and verified, so a
-failed or corrupted download never takes the place of a good file. Without network the error names the
-URL and the exact path where the file can be put by hand.
+failed or corrupted download never takes the place of a good file. Without network the error names
+the URL and the exact path where the file can be put by hand.
 """
 
 import hashlib

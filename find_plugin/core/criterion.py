@@ -3,31 +3,34 @@
 Inputs
 ------
 ``outputs``: dict of the interface's named outputs (spec §1.5), each [B, n, ...], plus optionally
-``aux_outputs`` = list of dicts with the same keys, one per earlier prediction (first = initial queries,
-last = the layer before the final one).
+``aux_outputs`` = list of dicts with the same keys, one per earlier prediction (first = initial
+queries, last = the layer before the final one). Other keys (``item_padding``, ``class_bank``) are
+ignored.
 
-Variable counts: per-image item sets (grounding queries, spatial queries, entities) are **padded** to the
-batch maximum along axis 1; image b's valid rows are the first ``n_b`` rows, with ``n_b`` given by the
-number of target masks of that image (``len(targets[b]["grounding_masks"])`` etc.). Padded rows are
-never read.
+Variable counts: per-image item sets (grounding queries, spatial queries, entities) are **padded**
+to the batch maximum along axis 1; image b's valid rows are the first ``n_b`` rows, with ``n_b``
+the number of target masks of that image (``len(targets[b]["grounding_masks"])`` etc.). This is
+what :class:`~find_plugin.core.interface.FINDInterface` produces with its default ``query_index``
+(``arange(n_b)`` then -1 padding, i.e. ``outputs["item_padding"][var][b, :n_b]`` is False). Padded
+rows are never read.
 
 ``targets``: list (one per image) of dicts; the keys each loss group needs:
 
-=============  ======================================================================================
-labels/masks   ``labels`` [N] int64 in [0, K); ``masks`` [N, H, W] binary (any resolution)
-groundings     ``grounding_masks`` [G, H, W]; optional ``grounding_hash`` [G] int (equal = same phrase,
-               default all distinct); optional ``grounding_task`` "text" | "class" (default "text")
-spatials       ``spatial_masks`` [P, H, W] GT mask of each prompt (all-zero masks are skipped)
-interleaves    ``interleave_masks`` [E, H, W]; ``interleave_is_visual`` [E] bool
-retrievals     ``caption_tokens`` [T, D] projected caption tokens; ``caption_mask`` [T] bool
-=============  ======================================================================================
+* labels / masks: ``labels`` [N] int64 in [0, K); ``masks`` [N, H, W] binary (any resolution);
+* groundings: ``grounding_masks`` [G, H, W]; optional ``grounding_hash`` [G] int (equal values =
+  same phrase text, default all distinct); optional ``grounding_task`` "text" | "class"
+  (default "text");
+* spatials: ``spatial_masks`` [P, H, W], GT mask of each prompt (all-zero masks are skipped);
+* interleaves: ``interleave_masks`` [E, H, W]; ``interleave_is_visual`` [E] bool;
+* retrievals: ``caption_tokens`` [T, D] projected caption tokens; ``caption_mask`` [T] bool
+  (True = valid token).
 
 ``logit_scale``: scalar log-space temperature (passed explicitly).
 
-Output: dict of **already weighted** scalar losses (detectron2 convention, sum them for the total).
-Keys are ``loss_<name>_<i>`` with ``<name>`` one of :data:`DEFAULT_WEIGHTS` and ``i = 0`` for the final
-prediction, ``i = 1`` for the last aux output (the layer before the final one), ``i = 2`` for the one
-before, and so on (official key order).
+Output: dict of **already weighted** scalar losses (detectron2 convention: sum them for the total).
+Keys are ``loss_<name>_<i>`` with ``<name>`` one of :data:`DEFAULT_WEIGHTS` and ``i = 0`` for the
+final prediction, ``i = 1`` for the last aux output (the layer before the final one), ``i = 2`` for
+the one before, and so on (official key order).
 """
 
 from typing import Dict, List, Mapping, Optional, Sequence
@@ -78,12 +81,13 @@ class FindCriterion(nn.Module):
     Args:
         num_classes: K (number of real classes); ``pred_logits`` has K+1 columns, background last.
         losses: loss groups to compute, keys of :data:`LOSS_GROUPS`.
-        weights: overrides of :data:`DEFAULT_WEIGHTS` (unknown names or names of disabled groups raise).
-        matcher / grounding_matcher / spatial_matcher / interleave_matcher: per-task matchers (default
-            class/mask/dice costs 2/5/5 with ``num_points`` points).
+        weights: overrides of :data:`DEFAULT_WEIGHTS` (unknown names, or names of disabled groups,
+            raise).
+        matcher / grounding_matcher / spatial_matcher / interleave_matcher: per-task matchers
+            (default class/mask/dice costs 2/5/5 with ``num_points`` points).
         no_object_weight: CE weight of the background class (0.1).
-        num_points, oversample_ratio, importance_sample_ratio: point-sampled mask losses; ``num_points``
-            ``None`` = every pixel of the prediction grid.
+        num_points, oversample_ratio, importance_sample_ratio: point-sampled mask losses;
+            ``num_points=None`` = every pixel of the prediction grid.
         grounding_task_weights: multiplier of ``grounding_ce`` per grounding mode.
         fine_grained_weight: weight of the proposal-token term inside ``retrieval_decoder`` (0.5).
         deep_supervision: also compute every loss on ``aux_outputs``.
@@ -110,13 +114,17 @@ class FindCriterion(nn.Module):
         super().__init__()
         unknown = [g for g in losses if g not in LOSS_GROUPS]
         if unknown:
-            raise ValueError(f"unknown loss group(s) {unknown}; expected some of {list(LOSS_GROUPS)}")
+            raise ValueError(
+                f"unknown loss group(s) {unknown}; expected some of {list(LOSS_GROUPS)}"
+            )
         self.losses = tuple(losses)
         active = {name for g in self.losses for name in LOSS_GROUPS[g]}
         weights = dict(weights or {})
         bad = [k for k in weights if k not in DEFAULT_WEIGHTS]
         if bad:
-            raise ValueError(f"unknown loss weight(s) {bad}; expected some of {list(DEFAULT_WEIGHTS)}")
+            raise ValueError(
+                f"unknown loss weight(s) {bad}; expected some of {list(DEFAULT_WEIGHTS)}"
+            )
         unused = [k for k in weights if k not in active]
         if unused:
             raise ValueError(f"weight(s) {unused} given but their loss group is not in losses")
@@ -260,7 +268,9 @@ class FindCriterion(nn.Module):
     def loss_interleaves(self, outputs, targets, logit_scale) -> Dict[str, torch.Tensor]:
         imasks = _get(outputs, "pred_imasks")
         im_emb, ent_pix = _get(outputs, "pred_imaskembs"), _get(outputs, "pred_entity_pixel")
-        ic_emb, ent_cls = _get(outputs, "pred_interleave_objects"), _get(outputs, "pred_entity_class")
+        ic_emb, ent_cls = _get(outputs, "pred_interleave_objects"), _get(
+            outputs, "pred_entity_class"
+        )
         tmasks = [_get(t, "interleave_masks", b) for b, t in enumerate(targets)]
         logits = []
         for b, m in enumerate(tmasks):
@@ -270,7 +280,12 @@ class FindCriterion(nn.Module):
                 interleave_logits(im_emb[b], ent_pix[b, :n], ic_emb[b], ent_cls[b, :n], vis)
             )
         out = self._prompted_terms(
-            "interleave", self.interleave_matcher, imasks, logits, tmasks, zero_of=(ent_pix, ent_cls)
+            "interleave",
+            self.interleave_matcher,
+            imasks,
+            logits,
+            tmasks,
+            zero_of=(ent_pix, ent_cls),
         )
         # Unlike the official code (which returns 0 for everything when no entity mask is
         # positive), the image<->sentence contrastive term does not depend on masks and is kept.
@@ -297,8 +312,10 @@ class FindCriterion(nn.Module):
 
     # ------------------------------------------------------------------ shared pieces
     def _prompted_terms(self, prefix, matcher, pred_masks, logits, tmasks, zero_of):
-        """CE over proposals + mask losses for spatial / interleave (items with empty GT skipped)."""
-        indices = matcher.match_by_logits([lg.detach() for lg in logits], pred_masks.detach(), tmasks)
+        """CE over proposals + mask losses for spatial / interleave (empty GT items skipped)."""
+        indices = matcher.match_by_logits(
+            [lg.detach() for lg in logits], pred_masks.detach(), tmasks
+        )
         ce_rows, ce_targets, src_list, tgt_list = [], [], [], []
         for b, (si, ti) in enumerate(indices):
             if len(ti) == 0:

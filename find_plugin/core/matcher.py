@@ -9,9 +9,9 @@ class cost depends on the task:
 * grounding / spatial / interleave: ``-softmax(logits, dim=proposals)`` where ``logits`` [Q, N] are
   the task logits of :mod:`find_plugin.core.similarity` (column j = GT item j).
 
-Official defaults are class/mask/dice = 2 / 5 / 5 for all four matchers. The official code builds the
-spatial matcher from ``COST_SPATIAL`` but then ignores it (it reuses the default weights); here each
-matcher honours the weights it is constructed with.
+Official defaults are class/mask/dice = 2 / 5 / 5 for all four matchers. The official code builds
+the spatial matcher from ``COST_SPATIAL`` but then ignores it (it reuses the default weights);
+here each matcher honours the weights it is constructed with (config values are respected).
 """
 
 from typing import List, Optional, Sequence, Tuple
@@ -58,7 +58,9 @@ class HungarianMatcher:
         num_points: Optional[int] = 12544,
     ):
         if cost_class == 0 and cost_mask == 0 and cost_dice == 0:
-            raise ValueError("HungarianMatcher: cost_class, cost_mask and cost_dice cannot all be 0")
+            raise ValueError(
+                "HungarianMatcher: cost_class, cost_mask and cost_dice cannot all be 0"
+            )
         if num_points is not None and num_points <= 0:
             raise ValueError(f"num_points must be positive or None, got {num_points}")
         self.cost_class = float(cost_class)
@@ -171,7 +173,7 @@ class HungarianMatcher:
         pred_masks: torch.Tensor,
         tgt_masks: Sequence[torch.Tensor],
     ) -> List[MatchIndices]:
-        """Grounding / spatial / interleave: cost from ``-softmax over proposals`` of the task logits.
+        """Grounding / spatial / interleave: class cost = ``-softmax over proposals`` of the logits.
 
         Args:
             logits: per image [Q, N_b] task logits (column j = GT item j).

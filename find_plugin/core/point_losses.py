@@ -1,8 +1,8 @@
 """Point-sampled mask losses and pairwise mask costs (Mask2Former style).
 
 Coordinates are normalised to [0, 1] x [0, 1] as (x, y) and are sampled with ``grid_sample``
-(``align_corners=False``), so a prediction at stride 4 and a target at full resolution are compared at
-the same physical locations without any resizing.
+(``align_corners=False``), so a prediction at stride 4 and a target at full resolution are compared
+at the same physical locations without any resizing.
 
 Shapes used below:
     R: number of masks, P: number of points, h/w and H/W: prediction and target resolutions.
@@ -27,7 +27,7 @@ __all__ = [
 
 
 def point_sample(masks: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    """Bilinearly read ``masks`` [R, C, H, W] at ``coords`` [R, P, 2] (x, y in [0, 1]) -> [R, C, P]."""
+    """Read ``masks`` [R, C, H, W] bilinearly at ``coords`` [R, P, 2] -> [R, C, P]."""
     if masks.dim() != 4 or coords.dim() != 3 or coords.shape[-1] != 2:
         raise ValueError(
             f"point_sample expects masks [R,C,H,W] and coords [R,P,2], got {tuple(masks.shape)} "
@@ -38,9 +38,10 @@ def point_sample(masks: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
 
 
 def grid_points(height: int, width: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Centres of every cell of a ``height`` x ``width`` grid as normalised (x, y): [height*width, 2].
+    """Centres of every cell of a ``height`` x ``width`` grid as normalised (x, y): [h*w, 2].
 
-    Used when ``num_points`` is ``None``: reading a mask at its own pixel centres returns it exactly.
+    Used when ``num_points`` is ``None``: reading a mask at its own pixel centres returns it
+    exactly.
     """
     ys = (torch.arange(height, device=device, dtype=dtype) + 0.5) / height
     xs = (torch.arange(width, device=device, dtype=dtype) + 0.5) / width
@@ -49,7 +50,7 @@ def grid_points(height: int, width: int, *, device=None, dtype=torch.float32) ->
 
 
 def uncertainty(logits: torch.Tensor) -> torch.Tensor:
-    """Uncertainty of a class-agnostic logit map: ``-|logit|`` (largest at the decision boundary)."""
+    """Uncertainty of a class-agnostic logit map: ``-|logit|`` (largest at the boundary)."""
     return -logits.abs()
 
 
@@ -63,8 +64,9 @@ def uncertain_point_coords(
 ) -> torch.Tensor:
     """Importance sampling of PointRend / Mask2Former.
 
-    Draw ``num_points * oversample_ratio`` uniform points, keep the ``importance_sample_ratio * num_points``
-    most uncertain ones, and fill up with fresh uniform points.
+    Draw ``num_points * oversample_ratio`` uniform points, keep the
+    ``importance_sample_ratio * num_points`` most uncertain ones, and fill up with fresh uniform
+    points.
 
     Args:
         logits: [R, 1, h, w] mask logits.

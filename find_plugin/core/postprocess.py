@@ -2,8 +2,8 @@
 
 Conventions: one image at a time. ``mask_cls`` [Q, K+1] are class logits with the background
 (no-object) class last; ``mask_pred`` [Q, H, W] are mask logits (already resized to the output size
-with :func:`resize_mask_logits` when the result is meant for evaluation). Category ids are contiguous
-in [0, K) (detectron2 convention).
+with :func:`resize_mask_logits` when the result is meant for evaluation). Category ids are
+contiguous in [0, K) (detectron2 convention).
 """
 
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -74,10 +74,10 @@ def panoptic_inference(
 ) -> Tuple[torch.Tensor, List[Dict]]:
     """Panoptic segmentation.
 
-    A query is kept if its top class is not background and its probability > ``object_mask_threshold``.
-    Each pixel goes to the kept query with the largest ``prob * sigmoid(mask)``. A segment is dropped if
-    its visible area / its own (sigmoid >= 0.5) area < ``overlap_threshold``. Stuff segments of the same
-    class are merged into one id.
+    A query is kept if its top class is not background and its probability is above
+    ``object_mask_threshold``. Each pixel goes to the kept query with the largest
+    ``prob * sigmoid(mask)``. A segment is dropped if its visible area / its own (sigmoid >= 0.5)
+    area < ``overlap_threshold``. Stuff segments of the same class are merged into one id.
 
     Args:
         is_thing: K booleans, True = thing class.

@@ -4,14 +4,22 @@ Each task scores its 100 (here: Q) proposals against a per-image set of items (p
 entities). The logits are [Q, n] for one image: column j is a distribution over proposals after
 ``softmax(dim=0)``. The space is chosen per task (spec §1.5):
 
-* grounding: semantic space, ``min(exp(logit_scale), 100) * cos(pred_gtexts, pred_grounding_query)``;
+* grounding: semantic space,
+  ``min(exp(logit_scale), 100) * cos(pred_gtexts, pred_grounding_query)``;
 * interactive: pixel space, raw dot ``pred_smaskembs . pred_pspatials``;
-* interleave: pixel dot for visual entities, semantic dot (no normalisation, no scale) for text ones.
+* interleave: pixel dot for visual entities, semantic dot (no normalisation, no scale) for text
+  ones.
 """
 
 import torch
 
-__all__ = ["l2_normalize", "clamped_scale", "grounding_logits", "spatial_logits", "interleave_logits"]
+__all__ = [
+    "l2_normalize",
+    "clamped_scale",
+    "grounding_logits",
+    "spatial_logits",
+    "interleave_logits",
+]
 
 # The official code caps the contrastive temperature exp(logit_scale) at 100 (CLIP convention).
 MAX_LOGIT_SCALE = 100.0
@@ -27,7 +35,9 @@ def clamped_scale(logit_scale: torch.Tensor) -> torch.Tensor:
     if not torch.is_tensor(logit_scale):
         logit_scale = torch.tensor(float(logit_scale))
     if logit_scale.numel() != 1:
-        raise ValueError(f"logit_scale must be a scalar tensor, got shape {tuple(logit_scale.shape)}")
+        raise ValueError(
+            f"logit_scale must be a scalar tensor, got shape {tuple(logit_scale.shape)}"
+        )
     return logit_scale.reshape(()).exp().clamp(max=MAX_LOGIT_SCALE)
 
 
@@ -47,7 +57,7 @@ def grounding_logits(
 
 
 def spatial_logits(smaskembs: torch.Tensor, pspatials: torch.Tensor) -> torch.Tensor:
-    """Segment proposals [Q, D] vs spatial queries [P, D] (pixel space) -> [Q, P] raw dot products."""
+    """Segment proposals [Q, D] vs spatial queries [P, D] (pixel space) -> [Q, P] raw dots."""
     _check_2d("pred_smaskembs", smaskembs)
     _check_2d("pred_pspatials", pspatials)
     return smaskembs @ pspatials.t()
@@ -67,7 +77,8 @@ def interleave_logits(
         entity_pixel: [E, D] pixel embeddings of the entity queries.
         interleave_objects: [Q, D] semantic embeddings of the entity proposals.
         entity_class: [E, D] semantic embeddings of the entity queries.
-        is_visual: [E] bool/0-1; True = visual entity (pixel dot), False = text entity (semantic dot).
+        is_visual: [E] bool/0-1; True = visual entity (pixel dot), False = text entity
+            (semantic dot).
     """
     for name, x in (
         ("pred_imaskembs", imaskembs),
@@ -83,5 +94,5 @@ def interleave_logits(
     vis = is_visual.to(imaskembs.dtype)[None, :]
     pixel = imaskembs @ entity_pixel.t()
     semantic = interleave_objects @ entity_class.t()
-    # Blend rather than index so that both branches stay in the graph (zero gradient on the unused one).
+    # Blend rather than index: both branches stay in the graph (zero grad on the unused one).
     return pixel * vis + semantic * (1 - vis)

@@ -1,8 +1,8 @@
 """detectron2 checkpointer for FIND models: ``MODEL.WEIGHTS`` = local path, URL or model-zoo name.
 
 :class:`FINDCheckpointer` is a ``DetectionCheckpointer`` whose ``load`` first resolves the spec with
-:func:`find_plugin.checkpoint.resolve_weights` (one resolver for every entry point: our cache, sha256
-of zoo entries, clear offline errors) and then reads the file with
+:func:`find_plugin.checkpoint.resolve_weights` (one resolver for every entry point: our cache,
+sha256 of zoo entries, clear offline errors) and then reads the file with
 :func:`find_plugin.checkpoint.read_weights_file`:
 
 * find_plugin format (and bare state dicts of our layout): loaded **strictly**, mismatches listed;
@@ -82,7 +82,11 @@ class FINDCheckpointer(DetectionCheckpointer):
             path = resolve_weights(
                 path, cache_dir=self.cache_dir, allow_download=self.allow_download
             )
-        return super().load(path, *args, **kwargs)
+        try:
+            return super().load(path, *args, **kwargs)
+        finally:
+            # detectron2 resets this only on success; a failed load must not poison the next one.
+            self._parsed_url_during_load = None
 
     def _load_file(self, filename):
         if filename.endswith((".pkl", ".pyth")):

@@ -1,1 +1,1 @@
-"""Frozen foundation-model encoders: vision (backbones, pixel decoders) and language (token features)."""
+"""Frozen foundation-model encoders: vision (backbones + pixel decoders) and language (tokens)."""

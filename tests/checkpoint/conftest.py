@@ -11,17 +11,6 @@ import pytest
 import torch
 
 TEXT_TOWER_GROUP = "lang_encoder.model (text tower)"
-# manifest group -> converter source group
-MANIFEST_GROUPS = {
-    "backbone": "backbone",
-    "pixel_decoder": "pixel_decoder",
-    "interface (predictor)": "interface",
-    "lang_proj": "lang_proj",
-    "logit_scale": "logit_scale",
-    TEXT_TOWER_GROUP: "text_tower",
-    "other": "constants",
-    "criterion": "constants",
-}
 
 
 def _synthesise(manifest):
@@ -119,6 +108,16 @@ def ckpt_parity_model(ckpt_parity_config):
     from find_plugin.model import build_find_model
 
     return build_find_model(**ckpt_parity_config).eval()
+
+
+@pytest.fixture(scope="session")
+def ckpt_parity_meta(ckpt_parity_config):
+    """The parity_small FINDModel on the meta device (keys, shapes and dtypes only): a cheap
+    conversion target."""
+    from find_plugin.model import build_find_model
+
+    with torch.device("meta"):
+        return build_find_model(**ckpt_parity_config)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -1,5 +1,5 @@
 """FINDCheckpointer (detectron2) and load_weights: path / URL / zoo name, our format, official
-layout on the fly, detectron2's own resume files, strict errors, checksum and missing-file errors."""
+layout on the fly, detectron2's own resume files, strict errors, checksum / missing-file errors."""
 
 import hashlib
 import os

@@ -1,4 +1,4 @@
-"""Official-layout conversion: explicit key table, groups, prefixes, constants, strict full-size load."""
+"""Official-layout conversion: key table, groups, prefixes, constants, strict full-size load."""
 
 import pytest
 import torch
@@ -62,9 +62,10 @@ def test_manifest_checkpoint_converts_and_loads_strictly(name, ckpt_manifest, ck
     own = model.state_dict()
     for g in ("backbone", "pixel_decoder", "interface", "lang_proj", "logit_scale"):
         for official, ours in report.mapped[g]:
-            v = own[ours]
-            assert v.shape == sd[official].shape
-            assert float(v.min()) == float(v.max()) == code[official], (official, ours)
+            v = own[ours].reshape(-1)
+            assert own[ours].shape == sd[official].shape
+            probe = v[torch.tensor([0, v.numel() // 2, v.numel() - 1])]
+            assert probe.tolist() == [code[official]] * 3, (official, ours)
 
 
 def test_text_tower_must_be_dropped_explicitly(ckpt_manifest, ckpt_full_model):
@@ -102,12 +103,12 @@ def test_parity_architecture_is_inferred(ckpt_parity, ckpt_parity_config):
 
 @pytest.mark.parametrize("prefix", ["", "model.", "module.model."])
 @pytest.mark.parametrize("container", [None, "model", "module"])
-def test_official_prefixes_and_containers(prefix, container, ckpt_parity, ckpt_parity_model):
+def test_official_prefixes_and_containers(prefix, container, ckpt_parity, ckpt_parity_meta):
     sd = {prefix + k: v for k, v in ckpt_parity("state_dict.pt").items()}
     obj = sd if container is None else {container: sd, "iteration": 5}
-    out, report = convert_official_state_dict(obj, target=ckpt_parity_model)
+    out, report = convert_official_state_dict(obj, target=ckpt_parity_meta)
     assert report.prefix == prefix
-    assert set(out) == set(ckpt_parity_model.state_dict())
+    assert set(out) == set(ckpt_parity_meta.state_dict())
 
 
 def test_mixed_prefixes_are_refused(ckpt_parity):
@@ -117,20 +118,20 @@ def test_mixed_prefixes_are_refused(ckpt_parity):
         unwrap_official(sd)
 
 
-def test_wrong_constants_fail(ckpt_parity, ckpt_parity_model):
+def test_wrong_constants_fail(ckpt_parity, ckpt_parity_meta):
     sd = dict(ckpt_parity("state_dict.pt"))
     w = sd["criterion.empty_weight"].clone()
     w[-1] = 0.2
     sd["criterion.empty_weight"] = w
     sd["dilation_kernel"] = torch.ones(1, 1, 5, 5)
     with pytest.raises(OfficialConversionError) as err:
-        convert_official_state_dict(sd, target=ckpt_parity_model)
+        convert_official_state_dict(sd, target=ckpt_parity_meta)
     msg = str(err.value)
     assert "BAD constant: criterion.empty_weight [134] is not ones with the last entry 0.1" in msg
     assert "BAD constant: dilation_kernel (1, 1, 5, 5)" in msg
 
 
-def test_unmapped_missing_and_mismatched_are_listed(ckpt_parity, ckpt_parity_model):
+def test_unmapped_missing_and_mismatched_are_listed(ckpt_parity, ckpt_parity_meta):
     sd = dict(ckpt_parity("state_dict.pt"))
     sd.pop("backbone.norm3.weight")
     sd.pop("sem_seg_head.predictor.query_feat.weight")
@@ -139,7 +140,7 @@ def test_unmapped_missing_and_mismatched_are_listed(ckpt_parity, ckpt_parity_mod
     lp = "sem_seg_head.predictor.lang_encoder.lang_proj"
     sd[lp] = torch.zeros(65, 128)
     with pytest.raises(OfficialConversionError) as err:
-        convert_official_state_dict(sd, target=ckpt_parity_model, source="x.pt")
+        convert_official_state_dict(sd, target=ckpt_parity_meta, source="x.pt")
     msg = str(err.value)
     assert "1 UNMAPPED key(s) of group 'interface'" in msg and "predictor.bogus.weight" in msg
     assert "1 UNMAPPED key(s) of group 'other'" in msg
@@ -150,7 +151,7 @@ def test_unmapped_missing_and_mismatched_are_listed(ckpt_parity, ckpt_parity_mod
     sd[lp] = torch.zeros(64, 128)
     out, report = convert_official_state_dict(
         sd,
-        target=ckpt_parity_model,
+        target=ckpt_parity_meta,
         drop=["other", "interface"],
         allow_absent=["backbone", "interface"],
     )
@@ -158,8 +159,8 @@ def test_unmapped_missing_and_mismatched_are_listed(ckpt_parity, ckpt_parity_mod
     assert "interface.lang_proj" in out and not any(k.startswith("interface.layers") for k in out)
 
 
-def test_key_table_is_explicit_and_one_to_one(ckpt_parity_model):
-    keys = list(ckpt_parity_model.state_dict())
+def test_key_table_is_explicit_and_one_to_one(ckpt_parity_meta):
+    keys = list(ckpt_parity_meta.state_dict())
     table = official_key_table(keys)
     assert sorted(table.values()) == sorted(keys)  # every target key, exactly once
     assert (
@@ -175,10 +176,10 @@ def test_key_table_is_explicit_and_one_to_one(ckpt_parity_model):
     assert table["sem_seg_head.predictor.lang_encoder.logit_scale"] == "interface.logit_scale"
 
 
-def test_half_precision_source_is_cast_and_reported(ckpt_parity, ckpt_parity_model):
+def test_half_precision_source_is_cast_and_reported(ckpt_parity, ckpt_parity_meta):
     sd = {
         k: v.half() if v.is_floating_point() else v for k, v in ckpt_parity("state_dict.pt").items()
     }
-    out, report = convert_official_state_dict(sd, target=ckpt_parity_model)
+    out, report = convert_official_state_dict(sd, target=ckpt_parity_meta)
     assert all(v.dtype == torch.float32 for v in out.values())
     assert len(report.cast) == len(out)

@@ -1,4 +1,4 @@
-"""Weights resolver: local paths, URLs over a loopback HTTP server, zoo names, checksums, offline errors."""
+"""Weights resolver: local paths, URLs (loopback HTTP server), zoo names, checksums, offline."""
 
 import hashlib
 import http.server

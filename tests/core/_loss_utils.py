@@ -1,8 +1,5 @@
 """Shared builders for the criterion / learning tests (random interface outputs and targets)."""
 
-import importlib.util
-import pathlib
-
 import torch
 
 OUTPUT_DIMS = {
@@ -22,15 +19,6 @@ OUTPUT_DIMS = {
     "pred_interleave_image": 1,
 }
 MASK_OUTPUTS = ("pred_masks", "pred_gmasks", "pred_smasks", "pred_imasks")
-
-
-def load_sibling(name: str):
-    """Import a helper module that sits next to the tests (pytest runs with importlib mode)."""
-    path = pathlib.Path(__file__).with_name(f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"_core_tests_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def make_layer(B, Q, K, D, h, w, G, P, E, generator=None):

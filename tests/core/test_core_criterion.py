@@ -1,5 +1,6 @@
 """Losses against hand-computed values and the full criterion with deep supervision."""
 
+import importlib.util
 import math
 import pathlib
 
@@ -18,9 +19,11 @@ from find_plugin.core.point_losses import (
 )
 from find_plugin.core.retrieval import fine_grained_loss, itc_loss
 
-_utils_path = pathlib.Path(__file__).with_name("_loss_utils.py")
-_spec = __import__("importlib.util").util.spec_from_file_location("_core_loss_utils", _utils_path)
-U = __import__("importlib.util").util.module_from_spec(_spec)
+# pytest runs in importlib mode: load the shared builders next to this file by path
+_spec = importlib.util.spec_from_file_location(
+    "_core_loss_utils", pathlib.Path(__file__).with_name("_loss_utils.py")
+)
+U = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(U)
 
 
@@ -188,8 +191,16 @@ def test_full_criterion_keys_finite_and_backward():
     total = sum(losses.values())
     total.backward()
     assert ls.grad is not None and torch.isfinite(ls.grad)
-    for name in ["pred_logits", "pred_masks", "pred_gmasks", "pred_smasks", "pred_imasks",
-                 "pred_captions", "pred_retrievals_lang", "pred_interleave_image"]:
+    for name in [
+        "pred_logits",
+        "pred_masks",
+        "pred_gmasks",
+        "pred_smasks",
+        "pred_imasks",
+        "pred_captions",
+        "pred_retrievals_lang",
+        "pred_interleave_image",
+    ]:
         assert outputs[name].grad is not None and outputs[name].grad.abs().sum() > 0, name
         assert outputs["aux_outputs"][0][name].grad.abs().sum() > 0, name
 

@@ -24,7 +24,7 @@ from find_plugin.core.retrieval import recall_at_k, retrieval_scores
 B, C, Q, K = 4, 32, 8, 3
 M = 16  # mask resolution (stride 4) -> image 64 x 64
 IMG = 4 * M
-STEPS = 150
+STEPS = int(__import__("os").environ.get("CORE_LEARN_STEPS", 200))
 
 
 def _square_prompt(mask16: torch.Tensor) -> torch.Tensor:
@@ -53,7 +53,16 @@ def _features(gt_masks, g: torch.Generator):
 
 def _build_batch(g: torch.Generator):
     quadrants = [(0, 0), (0, 8), (8, 0), (8, 8)]
-    targets, gr_tok, gr_idx, sp_pos, il_tok, il_ent, il_pos, captions = [], [], [], [], [], [], [], []
+    targets, gr_tok, gr_idx, sp_pos, il_tok, il_ent, il_pos, captions = (
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+    )
     for b in range(B):
         order = torch.randperm(4, generator=g)[:3].tolist()
         masks = []
@@ -74,7 +83,9 @@ def _build_batch(g: torch.Generator):
         # interleave: entity 0 is visual (object 2), entity 1 is text (object 0)
         il_tok.append(torch.randn(4, C, generator=g))
         il_ent.append(torch.tensor([0, -4, 1, 1]))
-        il_pos.append(torch.stack([_square_prompt(masks[2]), torch.zeros(IMG, IMG, dtype=torch.bool)]))
+        il_pos.append(
+            torch.stack([_square_prompt(masks[2]), torch.zeros(IMG, IMG, dtype=torch.bool)])
+        )
         cap = torch.randn(5, C, generator=g)
         captions.append(cap)
         targets.append(
@@ -153,7 +164,10 @@ def _metrics(out, targets, logit_scale):
                 res[task].append(_iou(out[masks_key][b, q], targets[b][gt_key][j]))
     metrics = {k: min(v) for k, v in res.items()}
     img = out["pred_retrievals"][:, 0]
-    for name, key in (("retrieval", "pred_retrievals_lang"), ("interleave_itc", "pred_interleave_image")):
+    for name, key in (
+        ("retrieval", "pred_retrievals_lang"),
+        ("interleave_itc", "pred_interleave_image"),
+    ):
         scores = retrieval_scores(img, out[key][:, 0])
         metrics[name] = min(
             recall_at_k(scores, torch.arange(B), ks=(1,))[1],
@@ -164,6 +178,16 @@ def _metrics(out, targets, logit_scale):
 
 @pytest.fixture(scope="module")
 def trained():
+    # The ops are tiny: one thread is several times faster than two on a busy machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train():
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     model = FINDInterface(
@@ -204,8 +228,8 @@ def trained():
 
 
 def test_training_time(trained):
-    # ~25 s on an idle 2-core CPU; generous bound for loaded CI machines
-    assert trained["time"] < 150, f"{STEPS} steps took {trained['time']:.1f}s"
+    # ~20 s on one CPU thread; generous bound for loaded machines
+    assert trained["time"] < 120, f"{STEPS} steps took {trained['time']:.1f}s"
 
 
 def test_losses_finite_and_complete(trained):

