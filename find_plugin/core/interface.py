@@ -327,6 +327,13 @@ class FINDInterface(nn.Module):
         if mem is not None:
             memory_rows = layout.rows(mem.name)
             prev = tasks[owner[mem.name]]["prev_mask"].to(content.dtype)
+            n_mem = layout.slices[mem.name][1] - layout.slices[mem.name][0]
+            if prev.dim() != 4 or prev.shape[0] != bsz or prev.shape[1] not in (1, n_mem):
+                raise ValueError(
+                    f"tasks[{owner[mem.name]!r}]['prev_mask'] must be [B={bsz}, 1 or {n_mem}, "
+                    "h, w] mask logits (one per memory or one shared), "
+                    f"got {tuple(prev.shape)}"
+                )
             memory_blocked = [
                 (F.interpolate(prev, size=sz, mode="bilinear", align_corners=False).sigmoid() < 0.5)
                 .flatten(2)

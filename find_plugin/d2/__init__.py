@@ -6,12 +6,14 @@
 
 from . import pixel_decoder as _pixel_decoder  # noqa: F401  (registration)
 from . import vision_backbones as _vision_backbones  # noqa: F401  (registration)
-from .checkpointer import FINDCheckpointer  # noqa: F401  (MODEL.WEIGHTS: path / URL / zoo name)
+from .checkpointer import FINDCheckpointer, add_find_weights_config
 from .pixel_decoder import FIND_PIXEL_DECODER_REGISTRY, build_find_pixel_decoder
 from .vision_builder import build_find_vision_model
 from .vision_config import FOCALNET_CFG_PRESETS, add_find_vision_config
 
 __all__ = [
+    "FINDCheckpointer",
+    "add_find_weights_config",
     "FIND_PIXEL_DECODER_REGISTRY",
     "FOCALNET_CFG_PRESETS",
     "add_find_vision_config",

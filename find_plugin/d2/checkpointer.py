@@ -29,11 +29,27 @@ from ..checkpoint.loader import group_prefixes, read_weights_file
 from ..checkpoint.official import convert_official_state_dict
 from ..checkpoint.resolver import resolve_weights
 
-__all__ = ["FINDCheckpointer", "DEFAULT_DROP"]
+__all__ = ["FINDCheckpointer", "DEFAULT_DROP", "add_find_weights_config"]
 
 # The language model is loaded from its own weights, never from a FIND checkpoint.
 DEFAULT_DROP = ("text_tower",)
 _STRICT = "__find_plugin_strict__"
+
+
+def add_find_weights_config(cfg):
+    """Add ``cfg.MODEL.FIND_WEIGHTS`` (how ``MODEL.WEIGHTS`` is loaded); harmless to call twice."""
+    from detectron2.config import CfgNode as CN
+
+    if "FIND_WEIGHTS" in cfg.MODEL:
+        return cfg
+    w = cfg.MODEL.FIND_WEIGHTS = CN()
+    # Target groups that may be missing from the file (e.g. ["interface"] when starting from an
+    # X-Decoder/SEEM vision checkpoint); every other missing key is an error.
+    w.ALLOW_ABSENT = []
+    # Official source groups ignored on conversion; the language model has its own weights.
+    w.DROP = list(DEFAULT_DROP)
+    w.CACHE_DIR = ""  # "" = $FIND_PLUGIN_CACHE or ~/.cache/find_plugin/weights
+    return cfg
 
 
 class FINDCheckpointer(DetectionCheckpointer):

@@ -8,14 +8,17 @@ Any backbone registered in ``BACKBONE_REGISTRY`` works (``cfg.MODEL.BACKBONE.NAM
 
 import logging
 
-import torch
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone
 
-from ..encoders.vision.vision_model import FINDVisionModel, load_official_vision_weights
+from ..checkpoint.loader import load_weights
+from ..encoders.vision.vision_model import FINDVisionModel
 from .pixel_decoder import build_find_pixel_decoder
 
-__all__ = ["build_find_vision_model"]
+__all__ = ["build_find_vision_model", "VISION_ONLY_DROP"]
+
+# Official source groups that a vision-only load ignores (reported, never silently skipped).
+VISION_ONLY_DROP = ("interface", "lang_proj", "logit_scale", "text_tower", "other")
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +27,9 @@ def build_find_vision_model(cfg, input_shape: ShapeSpec = None) -> FINDVisionMod
     """``cfg`` (with :func:`add_find_vision_config` applied) -> :class:`FINDVisionModel`.
 
     Freezing follows ``cfg.MODEL.FIND_VISION.FREEZE_BACKBONE`` / ``FREEZE_PIXEL_DECODER``;
-    ``cfg.MODEL.FIND_VISION.WEIGHTS`` (if set) is an official checkpoint loaded strictly.
+    ``cfg.MODEL.FIND_VISION.WEIGHTS`` (if set: path, URL or zoo name) is loaded strictly into both
+    parts through the explicit key table (official FIND / X-Decoder / SEEM files, or ours); the
+    interface and language groups of the file are dropped and listed in the log.
     """
     if "FIND_VISION" not in cfg.MODEL:
         raise KeyError("cfg.MODEL.FIND_VISION missing: call add_find_vision_config(cfg) first")
@@ -40,7 +45,6 @@ def build_find_vision_model(cfg, input_shape: ShapeSpec = None) -> FINDVisionMod
         train_pixel_decoder=not v.FREEZE_PIXEL_DECODER,
     )
     if v.WEIGHTS:
-        state = torch.load(v.WEIGHTS, map_location="cpu", weights_only=True)
-        load_official_vision_weights(model, state, strict=True)
-        logger.info("Loaded FIND vision weights (backbone + pixel decoder) from %s", v.WEIGHTS)
+        result = load_weights(model, v.WEIGHTS, drop=VISION_ONLY_DROP)
+        logger.info("Loaded FIND vision weights (backbone + pixel decoder) from %s", result.path)
     return model

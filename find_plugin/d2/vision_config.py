@@ -23,8 +23,8 @@ def add_find_vision_config(cfg: CN) -> CN:
     # ---- freezing (FIND trains neither the backbone nor the pixel decoder) ----
     v.FREEZE_BACKBONE = True  # requires_grad False + eval mode kept under .train()
     v.FREEZE_PIXEL_DECODER = True  # set False where no pretrained pixel decoder exists (Lite0)
-    # Official X-Decoder/SEEM/FIND checkpoint with backbone.* and sem_seg_head.pixel_decoder.* keys.
-    v.WEIGHTS = ""  # "" = keep random/packaged init; a path = strict load of both parts
+    # Official X-Decoder/SEEM/FIND file (backbone.* + sem_seg_head.pixel_decoder.*) or ours:
+    v.WEIGHTS = ""  # "" = keep random/packaged init; path, URL or zoo name = strict load of both
 
     # ---- FocalNet (BACKBONE.NAME = "FINDFocalNet"); defaults = FocalNet-T focal_dw ----
     f = v.FOCAL = CN()

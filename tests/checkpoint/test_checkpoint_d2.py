@@ -142,16 +142,14 @@ def test_d2_resume_of_its_own_files(files, ckpt_parity_model, tmp_path):
 
 
 def test_d2_config_options(ckpt_parity_model):
-    from detectron2.config import CfgNode as CN
     from detectron2.config import get_cfg
 
-    from find_plugin.d2 import FINDCheckpointer
+    from find_plugin.d2 import FINDCheckpointer, add_find_weights_config
 
-    cfg = get_cfg()
-    cfg.MODEL.FIND_WEIGHTS = CN()
-    cfg.MODEL.FIND_WEIGHTS.ALLOW_ABSENT = ["interface"]
-    cfg.MODEL.FIND_WEIGHTS.DROP = ["text_tower", "other"]
-    cfg.MODEL.FIND_WEIGHTS.CACHE_DIR = ""
+    cfg = add_find_weights_config(get_cfg())
+    assert list(cfg.MODEL.FIND_WEIGHTS.DROP) == ["text_tower"]
+    cfg.merge_from_list(["MODEL.FIND_WEIGHTS.ALLOW_ABSENT", ["interface"]])
+    cfg.merge_from_list(["MODEL.FIND_WEIGHTS.DROP", ["text_tower", "other"]])
     c = FINDCheckpointer.from_config(cfg, ckpt_parity_model)
     assert c.allow_absent == ("interface",) and c.drop == ("text_tower", "other")
     assert c.cache_dir is None

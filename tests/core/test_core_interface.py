@@ -248,3 +248,13 @@ def test_core_interface_bad_inputs(tiny, tiny_model):
         tiny_model(feats, mf, {"retrieval": {"tokens": torch.zeros(1, 3, 7)}})
     with pytest.raises(KeyError, match="unknown task"):
         tiny_model(feats, mf, {"nope": {}})
+
+
+def test_prev_mask_with_wrong_count_is_a_clear_error(tiny, tiny_model):
+    """prev_mask must hold 1 mask (shared) or one per memory; anything else names the key."""
+    feats, mf, tasks = tiny.inputs(bsz=2)
+    tasks = tiny.project(tiny_model, tasks)
+    tasks = {"spatial": tasks["spatial"]}
+    tasks["spatial"]["prev_mask"] = torch.randn(2, 3, *tiny.mask_size)
+    with pytest.raises(ValueError, match=r"\['prev_mask'\] must be \[B=2, 1 or"):
+        tiny_model(feats, mf, tasks)

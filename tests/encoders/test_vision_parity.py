@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from find_plugin.checkpoint import convert_official_state_dict
+from find_plugin.d2.vision_builder import VISION_ONLY_DROP
 
 ATOL = 1e-4
-VISION_ONLY_DROP = ("interface", "lang_proj", "logit_scale")
 
 
 def official_to_vision_state_dict(state_dict, model):
@@ -24,11 +24,10 @@ def load_official_vision_weights(model, state_dict, strict=True):
     return model.load_state_dict(official_to_vision_state_dict(state_dict, model), strict=strict)
 
 
-@pytest.fixture(scope="module")
-def parity_model(vision_parity_data):
+def _parity_cfg(vision_parity_data):
     from detectron2.config import get_cfg
 
-    from find_plugin.d2 import add_find_vision_config, build_find_vision_model
+    from find_plugin.d2 import add_find_vision_config
 
     resolved = vision_parity_data["config"]["resolved"]["MODEL"]
     focal, enc = resolved["BACKBONE"]["FOCAL"], resolved["ENCODER"]
@@ -54,8 +53,14 @@ def parity_model(vision_parity_data):
     p.CONVS_DIM, p.MASK_DIM, p.NORM = enc["CONVS_DIM"], enc["MASK_DIM"], enc["NORM"]
     p.TRANSFORMER_ENC_LAYERS = enc["TRANSFORMER_ENC_LAYERS"]
     p.NHEADS, p.DIM_FEEDFORWARD = dec["NHEADS"], dec["DIM_FEEDFORWARD"]
-    model = build_find_vision_model(cfg)
-    return model
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def parity_model(vision_parity_data):
+    from find_plugin.d2 import build_find_vision_model
+
+    return build_find_vision_model(_parity_cfg(vision_parity_data))
 
 
 def test_official_keys_load_strictly(parity_model, vision_parity_data):
@@ -129,3 +134,24 @@ def test_strict_load_reports_key_mismatch(parity_model, vision_parity_data):
     with pytest.raises(RuntimeError, match="norm3.weight"):
         load_official_vision_weights(parity_model, sd, strict=True)
     load_official_vision_weights(parity_model, vision_parity_data["state_dict"], strict=True)
+
+
+def test_config_weights_load_the_official_file(vision_parity_data, official_fixtures_dir, caplog):
+    """cfg.MODEL.FIND_VISION.WEIGHTS goes through the converter; the result matches the fixture."""
+    import logging
+    import os
+
+    from find_plugin.d2 import build_find_vision_model
+
+    cfg = _parity_cfg(vision_parity_data)
+    cfg.MODEL.FIND_VISION.WEIGHTS = os.path.join(
+        official_fixtures_dir, "parity_small", "state_dict.pt"
+    )
+    with caplog.at_level(logging.INFO):
+        model = build_find_vision_model(cfg)
+    assert "dropped" in caplog.text and "interface" in caplog.text  # reported, not silent
+    with torch.no_grad():
+        out = model.backbone(vision_parity_data["images"])
+    torch.testing.assert_close(
+        out["res5"], vision_parity_data["backbone"]["res5"], atol=ATOL, rtol=0
+    )

