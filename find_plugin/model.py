@@ -27,6 +27,7 @@ from .core.interface import FINDInterface
 from .encoders.vision.focalnet import FocalNet
 from .encoders.vision.freezing import freeze_
 from .encoders.vision.pixel_decoder import TransformerEncoderPixelDecoder
+from .encoders.vision.vision_model import run_vision
 
 __all__ = [
     "FINDModel",
@@ -90,16 +91,7 @@ class FINDModel(nn.Module):
     def extract_features(self, images: torch.Tensor) -> Dict[str, Any]:
         """``images`` [B, 3, H, W] -> dict ``features`` (backbone maps), ``mask_features``,
         ``transformer_encoder_features``, ``multi_scale_features`` (see module docstring)."""
-        if images.dim() != 4:
-            raise ValueError(f"FINDModel: images must be [B, 3, H, W], got {tuple(images.shape)}")
-        maps = self.backbone(images)
-        mask, enc, multi_scale = self.pixel_decoder.forward_features(maps)
-        return {
-            "features": maps,
-            "mask_features": mask,
-            "transformer_encoder_features": enc,
-            "multi_scale_features": multi_scale,
-        }
+        return run_vision(self.backbone, self.pixel_decoder, images)
 
     def forward(
         self,

@@ -1,5 +1,6 @@
 """Test-session settings shared by every test: offline hubs, small CPU thread count, seeds."""
 
+import json
 import os
 
 # No network at test time: any attempt to reach a model hub must fail fast.
@@ -30,3 +31,31 @@ def official_fixtures_dir():
     if not os.path.isdir(FIXTURES_DIR):
         pytest.fail(f"reference fixtures not found at {FIXTURES_DIR} (set FIND_SHARED_DIR)")
     return FIXTURES_DIR
+
+
+@pytest.fixture(scope="session")
+def parity_dir(official_fixtures_dir):
+    """parity_small/: the reduced official model, its inputs and outputs (see its README)."""
+    path = os.path.join(official_fixtures_dir, "parity_small")
+    if not os.path.isdir(path):
+        pytest.fail(f"parity fixture directory missing: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def parity_load(parity_dir):
+    """``parity_load(name)``: a parity_small file (``.pt`` as plain tensors, ``.json`` parsed),
+    loaded once per session."""
+    cache = {}
+
+    def load(name):
+        if name not in cache:
+            path = os.path.join(parity_dir, name)
+            if name.endswith(".json"):
+                with open(path) as f:
+                    cache[name] = json.load(f)
+            else:
+                cache[name] = torch.load(path, map_location="cpu", weights_only=True)
+        return cache[name]
+
+    return load

@@ -71,35 +71,10 @@ def ckpt_full_model():
 
 
 @pytest.fixture(scope="session")
-def ckpt_parity_dir(official_fixtures_dir):
-    path = os.path.join(official_fixtures_dir, "parity_small")
-    if not os.path.isdir(path):
-        pytest.fail(f"parity fixture directory missing: {path}")
-    return path
-
-
-@pytest.fixture(scope="session")
-def ckpt_parity(ckpt_parity_dir):
-    cache = {}
-
-    def load(name):
-        if name not in cache:
-            p = os.path.join(ckpt_parity_dir, name)
-            if name.endswith(".json"):
-                with open(p) as f:
-                    cache[name] = json.load(f)
-            else:
-                cache[name] = torch.load(p, map_location="cpu", weights_only=True)
-        return cache[name]
-
-    return load
-
-
-@pytest.fixture(scope="session")
-def ckpt_parity_config(ckpt_parity):
+def ckpt_parity_config(parity_load):
     from find_plugin.model import find_config_from_official
 
-    return find_config_from_official(ckpt_parity("config.json")["resolved"])
+    return find_config_from_official(parity_load("config.json")["resolved"])
 
 
 @pytest.fixture

@@ -22,14 +22,14 @@ pytest.importorskip("detectron2")
 
 
 @pytest.fixture(scope="module")
-def files(ckpt_http, ckpt_parity_dir, ckpt_parity_config):
+def files(ckpt_http, parity_dir, ckpt_parity_config):
     """Official parity file and its converted find_plugin file, both also served over HTTP."""
     from find_plugin.checkpoint import convert_official_state_dict
     from find_plugin.model import build_find_model
 
     base, folder = ckpt_http
     official = os.path.join(folder, "official_small.pt")
-    shutil.copy(os.path.join(ckpt_parity_dir, "state_dict.pt"), official)
+    shutil.copy(os.path.join(parity_dir, "state_dict.pt"), official)
     with torch.device("meta"):
         target = build_find_model(**ckpt_parity_config)
     state, _ = convert_official_state_dict(torch.load(official, weights_only=True), target=target)

@@ -93,8 +93,8 @@ def test_manifest_architecture_is_inferred(ckpt_manifest):
         assert cfg["pixel_decoder"]["transformer_enc_layers"] == 6
 
 
-def test_parity_architecture_is_inferred(ckpt_parity, ckpt_parity_config):
-    cfg = infer_find_config(ckpt_parity("state_dict.pt"))
+def test_parity_architecture_is_inferred(parity_load, ckpt_parity_config):
+    cfg = infer_find_config(parity_load("state_dict.pt"))
     for section in ("backbone", "pixel_decoder", "interface"):
         for k, v in cfg[section].items():
             if k in ckpt_parity_config[section]:
@@ -103,23 +103,23 @@ def test_parity_architecture_is_inferred(ckpt_parity, ckpt_parity_config):
 
 @pytest.mark.parametrize("prefix", ["", "model.", "module.model."])
 @pytest.mark.parametrize("container", [None, "model", "module"])
-def test_official_prefixes_and_containers(prefix, container, ckpt_parity, ckpt_parity_meta):
-    sd = {prefix + k: v for k, v in ckpt_parity("state_dict.pt").items()}
+def test_official_prefixes_and_containers(prefix, container, parity_load, ckpt_parity_meta):
+    sd = {prefix + k: v for k, v in parity_load("state_dict.pt").items()}
     obj = sd if container is None else {container: sd, "iteration": 5}
     out, report = convert_official_state_dict(obj, target=ckpt_parity_meta)
     assert report.prefix == prefix
     assert set(out) == set(ckpt_parity_meta.state_dict())
 
 
-def test_mixed_prefixes_are_refused(ckpt_parity):
-    sd = dict(ckpt_parity("state_dict.pt"))
+def test_mixed_prefixes_are_refused(parity_load):
+    sd = dict(parity_load("state_dict.pt"))
     sd["model.backbone.extra"] = torch.zeros(1)
     with pytest.raises(ValueError, match="mixes key prefixes"):
         unwrap_official(sd)
 
 
-def test_wrong_constants_fail(ckpt_parity, ckpt_parity_meta):
-    sd = dict(ckpt_parity("state_dict.pt"))
+def test_wrong_constants_fail(parity_load, ckpt_parity_meta):
+    sd = dict(parity_load("state_dict.pt"))
     w = sd["criterion.empty_weight"].clone()
     w[-1] = 0.2
     sd["criterion.empty_weight"] = w
@@ -131,8 +131,8 @@ def test_wrong_constants_fail(ckpt_parity, ckpt_parity_meta):
     assert "BAD constant: dilation_kernel (1, 1, 5, 5)" in msg
 
 
-def test_unmapped_missing_and_mismatched_are_listed(ckpt_parity, ckpt_parity_meta):
-    sd = dict(ckpt_parity("state_dict.pt"))
+def test_unmapped_missing_and_mismatched_are_listed(parity_load, ckpt_parity_meta):
+    sd = dict(parity_load("state_dict.pt"))
     sd.pop("backbone.norm3.weight")
     sd.pop("sem_seg_head.predictor.query_feat.weight")
     sd["sem_seg_head.predictor.bogus.weight"] = torch.zeros(2)
@@ -176,9 +176,9 @@ def test_key_table_is_explicit_and_one_to_one(ckpt_parity_meta):
     assert table["sem_seg_head.predictor.lang_encoder.logit_scale"] == "interface.logit_scale"
 
 
-def test_half_precision_source_is_cast_and_reported(ckpt_parity, ckpt_parity_meta):
+def test_half_precision_source_is_cast_and_reported(parity_load, ckpt_parity_meta):
     sd = {
-        k: v.half() if v.is_floating_point() else v for k, v in ckpt_parity("state_dict.pt").items()
+        k: v.half() if v.is_floating_point() else v for k, v in parity_load("state_dict.pt").items()
     }
     out, report = convert_official_state_dict(sd, target=ckpt_parity_meta)
     assert all(v.dtype == torch.float32 for v in out.values())

@@ -30,9 +30,9 @@ def _cli():
 
 
 @pytest.fixture(scope="module")
-def converted_file(ckpt_parity_dir, tmp_path_factory):
+def converted_file(parity_dir, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("ckpt_conv") / "parity_small.pth")
-    rc = _cli().main([os.path.join(ckpt_parity_dir, "state_dict.pt"), out])
+    rc = _cli().main([os.path.join(parity_dir, "state_dict.pt"), out])
     assert rc == 0
     return out
 
@@ -57,13 +57,13 @@ def test_cli_output_is_our_format_with_config(converted_file, ckpt_parity_config
     assert cfg["interface"]["num_layers"] == ckpt_parity_config["interface"]["num_layers"]
 
 
-def test_vision_parity_through_converter(loaded_model, ckpt_parity):
-    images = ckpt_parity("image.pt")["images_tensor"]
+def test_vision_parity_through_converter(loaded_model, parity_load):
+    images = parity_load("image.pt")["images_tensor"]
     with torch.no_grad():
         v = loaded_model.extract_features(images)
-    for name, ref in ckpt_parity("backbone.pt").items():
+    for name, ref in parity_load("backbone.pt").items():
         torch.testing.assert_close(v["features"][name], ref, atol=ATOL, rtol=0)
-    ref = ckpt_parity("pixel_decoder.pt")
+    ref = parity_load("pixel_decoder.pt")
     torch.testing.assert_close(v["mask_features"], ref["mask_features"], atol=ATOL, rtol=0)
     torch.testing.assert_close(
         v["transformer_encoder_features"], ref["transformer_encoder_features"], atol=ATOL, rtol=0
@@ -81,11 +81,11 @@ def _compare(ref, out, where):
         assert err < ATOL, f"{where}.{k}: max abs err {err:.3g}"
 
 
-def test_full_model_seg_parity_from_image(loaded_model, ckpt_parity):
+def test_full_model_seg_parity_from_image(loaded_model, parity_load):
     """image -> backbone -> pixel decoder -> interface (task 'seg') in one FINDModel.forward."""
-    data = ckpt_parity("task_seg.pt")
+    data = parity_load("task_seg.pt")
     ref = data["predictor_calls"][0]["outputs"]
-    images = ckpt_parity("image.pt")["images_tensor"]
+    images = parity_load("image.pt")["images_tensor"]
     with torch.no_grad():
         out = loaded_model(images, {}, class_bank=data["default_text_embeddings"])
     _compare(ref, out, "top")
@@ -94,11 +94,9 @@ def test_full_model_seg_parity_from_image(loaded_model, ckpt_parity):
         _compare(r, o, f"aux[{i}]")
 
 
-def test_official_file_loads_on_the_fly_identically(
-    loaded_model, ckpt_parity_dir, ckpt_parity_config
-):
+def test_official_file_loads_on_the_fly_identically(loaded_model, parity_dir, ckpt_parity_config):
     model = build_find_model(**ckpt_parity_config)
-    result = load_weights(model, os.path.join(ckpt_parity_dir, "state_dict.pt"))
+    result = load_weights(model, os.path.join(parity_dir, "state_dict.pt"))
     assert result.layout == "official" and result.report.ok
     assert result.report.counts()["constants"]["dropped"] == 2
     ref = loaded_model.state_dict()
@@ -115,8 +113,8 @@ def test_find_model_requires_forward_features():
         )
 
 
-def test_cli_fails_with_listing_on_unmapped_keys(ckpt_parity, ckpt_parity_model, tmp_path, capsys):
-    sd = dict(ckpt_parity("state_dict.pt"))
+def test_cli_fails_with_listing_on_unmapped_keys(parity_load, ckpt_parity_model, tmp_path, capsys):
+    sd = dict(parity_load("state_dict.pt"))
     sd["sem_seg_head.predictor.lang_encoder.lang_encoder.token_embedding.weight"] = torch.zeros(
         3, 2
     )

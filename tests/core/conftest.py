@@ -1,30 +1,7 @@
 """Fixtures of the core-model tests: the official parity_small files (loaded once)."""
 
-import os
-
 import pytest
 import torch
-
-
-@pytest.fixture(scope="session")
-def parity_dir(official_fixtures_dir):
-    path = os.path.join(official_fixtures_dir, "parity_small")
-    if not os.path.isdir(path):
-        pytest.fail(f"parity fixture directory missing: {path}")
-    return path
-
-
-@pytest.fixture(scope="session")
-def parity_load(parity_dir):
-    cache = {}
-
-    def load(name):
-        if name not in cache:
-            cache[name] = torch.load(os.path.join(parity_dir, name), weights_only=True)
-        return cache[name]
-
-    return load
-
 
 # ------------------------------------------------------------------------------------------
 # tiny random interface + inputs for every built-in task (CPU, fast)

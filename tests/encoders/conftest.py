@@ -111,24 +111,14 @@ def lang_tiny_clip_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def vision_parity_data(official_fixtures_dir):
+def vision_parity_data(parity_load):
     """parity_small reference: official state_dict, input image, backbone/pixel-decoder outputs."""
-    import json
-    import os
-
-    d = os.path.join(official_fixtures_dir, "parity_small")
-
-    def load(name):
-        return torch.load(os.path.join(d, name), map_location="cpu", weights_only=True)
-
-    with open(os.path.join(d, "config.json")) as f:
-        config = json.load(f)
     return {
-        "config": config,
-        "state_dict": load("state_dict.pt"),
-        "images": load("image.pt")["images_tensor"],
-        "backbone": load("backbone.pt"),
-        "pixel_decoder": load("pixel_decoder.pt"),
+        "config": parity_load("config.json"),
+        "state_dict": parity_load("state_dict.pt"),
+        "images": parity_load("image.pt")["images_tensor"],
+        "backbone": parity_load("backbone.pt"),
+        "pixel_decoder": parity_load("pixel_decoder.pt"),
     }
 
 

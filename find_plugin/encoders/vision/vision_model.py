@@ -22,7 +22,7 @@ from torch import nn
 
 from .freezing import FrozenTrainMixin, freeze_, unfreeze_
 
-__all__ = ["FINDVisionModel"]
+__all__ = ["FINDVisionModel", "run_vision"]
 
 
 class FINDVisionModel(FrozenTrainMixin, nn.Module):
@@ -63,11 +63,19 @@ class FINDVisionModel(FrozenTrainMixin, nn.Module):
 
     def forward(self, images: torch.Tensor) -> Dict[str, object]:
         """``images`` ``[B, 3, H, W]`` (normalised, H, W multiples of 32) -> output dict above."""
-        features = self.backbone(images)
-        mask, enc, multi_scale = self.pixel_decoder.forward_features(features)
-        return {
-            "features": features,
-            "mask_features": mask,
-            "transformer_encoder_features": enc,
-            "multi_scale_features": multi_scale,
-        }
+        return run_vision(self.backbone, self.pixel_decoder, images)
+
+
+def run_vision(backbone: nn.Module, pixel_decoder: nn.Module, images: torch.Tensor) -> Dict:
+    """backbone -> pixel decoder; the output dict of the module docstring. Shared by every model
+    that holds the two parts under its own attribute names (e.g. ``FINDModel``)."""
+    if images.dim() != 4:
+        raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
+    features = backbone(images)
+    mask, enc, multi_scale = pixel_decoder.forward_features(features)
+    return {
+        "features": features,
+        "mask_features": mask,
+        "transformer_encoder_features": enc,
+        "multi_scale_features": multi_scale,
+    }
