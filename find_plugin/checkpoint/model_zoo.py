@@ -17,7 +17,7 @@ _HF_FIND = "https://huggingface.co/xueyanz/FIND/resolve/main/"
 class ZooEntry:
     url: str
     sha256: Optional[str]
-    config: str
+    config: str  # preset of find_plugin.model.build_find_model (FIND_MODEL_PRESETS)
     layout: str  # "official" (convert with tools/convert_official_checkpoint.py) or "find_plugin"
     description: str
 
@@ -26,14 +26,14 @@ MODEL_ZOO: Dict[str, ZooEntry] = {
     "find_focalt_llama_x640": ZooEntry(
         url=_HF_FIND + "find_focalt_llama_x640.pt",
         sha256=None,
-        config="configs/find_focalt.yaml",
+        config="focalt_llama",
         layout="official",
         description="official FIND release: FocalNet-T + X-Decoder pixel decoder, LLaMA-7B (-12)",
     ),
     "find_focall_llama_x640": ZooEntry(
         url=_HF_FIND + "find_focall_llama_x640.pt",
         sha256=None,
-        config="configs/find_focall.yaml",
+        config="focall_llama",
         layout="official",
         description="official FIND release: FocalNet-L + X-Decoder pixel decoder, LLaMA-7B (-12)",
     ),

@@ -6,7 +6,8 @@
 * an ``http(s)://`` URL is downloaded once into the cache (``$FIND_PLUGIN_CACHE``, default
   ``~/.cache/find_plugin/weights``) and reused afterwards;
 * a model-zoo name (``find_focalt_llama_x640`` or ``zoo://find_focalt_llama_x640``) is looked up in
-  :mod:`find_plugin.checkpoint.model_zoo` and fetched like a URL, then its sha256 is verified.
+  :mod:`find_plugin.checkpoint.model_zoo` and fetched like a URL, then its sha256 is verified
+  (entries without a published sha256 are fetched unverified; the table says which).
 
 Downloads write to a temporary file and are renamed into place only when complete and verified, so a
 failed or corrupted download never takes the place of a good file. Without network the error names

@@ -45,7 +45,7 @@ from .point_losses import dice_loss, sample_mask_points, sigmoid_bce_loss
 from .retrieval import fine_grained_loss, itc_loss
 from .similarity import grounding_logits, interleave_logits, spatial_logits
 
-__all__ = ["FindCriterion", "DEFAULT_WEIGHTS", "LOSS_GROUPS"]
+__all__ = ["FINDCriterion", "DEFAULT_WEIGHTS", "LOSS_GROUPS"]
 
 # focalt config values (spec §3.2).
 DEFAULT_WEIGHTS: Dict[str, float] = {
@@ -75,7 +75,7 @@ LOSS_GROUPS: Dict[str, tuple] = {
 }
 
 
-class FindCriterion(nn.Module):
+class FINDCriterion(nn.Module):
     """Matching and losses of every FIND task.
 
     Args:

@@ -86,3 +86,10 @@ def test_no_network_error_names_url_and_destination(tmp_path):
 
 def test_official_entries_present():
     assert {"find_focalt_llama_x640", "find_focall_llama_x640"} <= set(MODEL_ZOO)
+
+
+def test_zoo_configs_name_real_presets():
+    from find_plugin.model import FIND_MODEL_PRESETS
+
+    for name, entry in MODEL_ZOO.items():
+        assert entry.config in FIND_MODEL_PRESETS, name

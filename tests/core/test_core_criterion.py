@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from find_plugin.core.criterion import DEFAULT_WEIGHTS, LOSS_GROUPS, FindCriterion
+from find_plugin.core.criterion import DEFAULT_WEIGHTS, LOSS_GROUPS, FINDCriterion
 from find_plugin.core.point_losses import (
     dice_loss,
     grid_points,
@@ -81,7 +81,7 @@ def _single_object_case():
 
 def test_mask_ce_uses_no_object_weight():
     out, targets, _ = _single_object_case()
-    crit = FindCriterion(num_classes=2, losses=("labels",), num_points=None)
+    crit = FINDCriterion(num_classes=2, losses=("labels",), num_points=None)
     loss = crit(out, targets, logit_scale=torch.tensor(0.0))
     ce0 = -F.log_softmax(out["pred_logits"][0, 0], -1)[0]  # matched -> class 0, weight 1
     ce1 = -F.log_softmax(out["pred_logits"][0, 1], -1)[2]  # unmatched -> background, weight 0.1
@@ -92,7 +92,7 @@ def test_mask_ce_uses_no_object_weight():
 
 def test_mask_bce_dice_hand_values():
     out, targets, gt = _single_object_case()
-    crit = FindCriterion(num_classes=2, losses=("masks",), num_points=None)
+    crit = FINDCriterion(num_classes=2, losses=("masks",), num_points=None)
     loss = crit(out, targets, logit_scale=torch.tensor(0.0))
     p = out["pred_masks"][0, 0].flatten()
     t = gt.flatten()
@@ -153,7 +153,7 @@ def test_grounding_ce_shares_targets_of_duplicate_phrases():
             "grounding_task": "class",
         }
     ]
-    crit = FindCriterion(num_classes=2, losses=("groundings",), num_points=None)
+    crit = FINDCriterion(num_classes=2, losses=("groundings",), num_points=None)
     loss = crit(out, tgt, logit_scale=torch.tensor(0.0))
     logits = (gtexts[0] @ (gquery[0] / gquery[0].norm(dim=-1, keepdim=True)).t()).t()  # [G, Q]
     logp = logits.log_softmax(-1)
@@ -169,7 +169,7 @@ def test_spatial_ce_and_empty_prompt_skipped():
     queries = torch.tensor([[[0.5, 2.0], [1.0, 1.0]]])  # 2nd prompt has an empty GT -> skipped
     out = {"pred_smasks": smasks, "pred_smaskembs": embs, "pred_pspatials": queries}
     tgt = [{"spatial_masks": torch.stack([left, torch.zeros(4, 4)])}]
-    crit = FindCriterion(num_classes=2, losses=("spatials",), num_points=None)
+    crit = FINDCriterion(num_classes=2, losses=("spatials",), num_points=None)
     loss = crit(out, tgt, logit_scale=torch.tensor(0.0))
     expected_ce = -torch.tensor([0.5, 2.0]).log_softmax(0)[1]
     assert loss["loss_spatial_ce_0"].item() == pytest.approx(0.4 * expected_ce.item(), rel=1e-5)
@@ -183,7 +183,7 @@ def test_full_criterion_keys_finite_and_backward():
     outputs = U.make_outputs(n_aux=2)
     targets = U.make_targets()
     ls = torch.tensor(math.log(1 / 0.07), requires_grad=True)
-    crit = FindCriterion(num_classes=3, num_points=200)
+    crit = FINDCriterion(num_classes=3, num_points=200)
     losses = crit(outputs, targets, logit_scale=ls)
     expected = {f"loss_{n}_{i}" for n in DEFAULT_WEIGHTS for i in range(3)}
     assert set(losses) == expected
@@ -209,15 +209,15 @@ def test_weights_scale_losses_and_aux_order():
     outputs = U.make_outputs(n_aux=1)
     targets = U.make_targets()
     ls = torch.tensor(0.0)
-    base = FindCriterion(num_classes=3, num_points=None)(outputs, targets, logit_scale=ls)
-    heavy = FindCriterion(num_classes=3, num_points=None, weights={"mask_dice": 10.0})(
+    base = FINDCriterion(num_classes=3, num_points=None)(outputs, targets, logit_scale=ls)
+    heavy = FINDCriterion(num_classes=3, num_points=None, weights={"mask_dice": 10.0})(
         outputs, targets, logit_scale=ls
     )
     assert heavy["loss_mask_dice_0"].item() == pytest.approx(2 * base["loss_mask_dice_0"].item())
     assert heavy["loss_mask_bce_1"].item() == pytest.approx(base["loss_mask_bce_1"].item())
     # loss_*_1 is computed from aux_outputs[-1]
     only_aux = dict(outputs["aux_outputs"][-1])
-    single = FindCriterion(num_classes=3, num_points=None, deep_supervision=False)(
+    single = FINDCriterion(num_classes=3, num_points=None, deep_supervision=False)(
         only_aux, targets, logit_scale=ls
     )
     assert single["loss_spatial_dice_0"].item() == pytest.approx(
@@ -227,13 +227,13 @@ def test_weights_scale_losses_and_aux_order():
 
 def test_config_errors():
     with pytest.raises(ValueError, match="unknown loss group"):
-        FindCriterion(num_classes=3, losses=("labels", "boxes"))
+        FINDCriterion(num_classes=3, losses=("labels", "boxes"))
     with pytest.raises(ValueError, match="unknown loss weight"):
-        FindCriterion(num_classes=3, weights={"mask_focal": 1.0})
+        FINDCriterion(num_classes=3, weights={"mask_focal": 1.0})
     with pytest.raises(ValueError, match="not in losses"):
-        FindCriterion(num_classes=3, losses=("labels",), weights={"grounding_ce": 1.0})
+        FINDCriterion(num_classes=3, losses=("labels",), weights={"grounding_ce": 1.0})
     assert set(LOSS_GROUPS["interleaves"]) <= set(DEFAULT_WEIGHTS)
-    crit = FindCriterion(num_classes=3, losses=("groundings",))
+    crit = FINDCriterion(num_classes=3, losses=("groundings",))
     with pytest.raises(KeyError, match="grounding_masks"):
         crit(U.make_outputs(n_aux=0), [{}, {}], logit_scale=torch.tensor(0.0))
 
@@ -241,7 +241,7 @@ def test_config_errors():
 def test_images_without_items_give_zero_task_losses():
     outputs = U.make_outputs(n_aux=0)
     targets = U.make_targets(counts=((1, 0, 0, 0, 2), (1, 0, 0, 0, 2)))
-    losses = FindCriterion(num_classes=3, num_points=64)(
+    losses = FINDCriterion(num_classes=3, num_points=64)(
         outputs, targets, logit_scale=torch.tensor(0.0)
     )
     for task in ("grounding", "spatial"):

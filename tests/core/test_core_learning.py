@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from find_plugin.core.criterion import FindCriterion
+from find_plugin.core.criterion import FINDCriterion
 from find_plugin.core.interface import FINDInterface
 from find_plugin.core.matcher import HungarianMatcher
 from find_plugin.core.postprocess import grounding_pick, interactive_pick, interleave_pick
@@ -205,7 +205,7 @@ def _train():
     class_bank = torch.randn(K + 1, C, generator=g)
     targets, tasks = _build_batch(g)
     features, mask_features = _features([t["masks"] for t in targets], g)
-    criterion = FindCriterion(num_classes=K, num_points=None)
+    criterion = FINDCriterion(num_classes=K, num_points=None)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
 
     def evaluate():
