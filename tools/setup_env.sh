@@ -28,11 +28,7 @@ die() {
 
 # --- 0. CPython 3.10: PATH first, then pyenv -------------------------------------------------
 find_python310() {
-    local cand
-    if [ -n "${FIND_PLUGIN_PYTHON:-}" ]; then
-        echo "$FIND_PLUGIN_PYTHON"
-        return 0
-    fi
+    local cand root
     for cand in python3.10 python3 python; do
         if command -v "$cand" >/dev/null 2>&1 &&
             "$cand" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' 2>/dev/null; then
@@ -40,14 +36,19 @@ find_python310() {
             return 0
         fi
     done
+    # pyenv: its own root when the command is there, else the usual places (CI may lack the shims).
+    local roots=("${PYENV_ROOT:-$HOME/.pyenv}")
     if command -v pyenv >/dev/null 2>&1; then
-        for cand in "$(pyenv root)"/versions/3.10*/bin/python3.10; do
-            if [ -x "$cand" ]; then
+        roots=("$(pyenv root)" "${roots[@]}")
+    fi
+    for root in "${roots[@]}"; do
+        for cand in "$root"/versions/3.10*/bin/python3.10; do
+            if [ -x "$cand" ] && "$cand" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))'; then
                 echo "$cand"
                 return 0
             fi
         done
-    fi
+    done
     return 1
 }
 
@@ -69,8 +70,15 @@ if ! flock -n 9; then
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
-    PY="$(find_python310)" || die "CPython 3.10 not found: looked for python3.10/python3/python on PATH \
-and under \$(pyenv root)/versions/3.10*. Install it (e.g. 'pyenv install 3.10.13') or set FIND_PLUGIN_PYTHON."
+    if [ -n "${FIND_PLUGIN_PYTHON:-}" ]; then
+        PY="$FIND_PLUGIN_PYTHON"
+        "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' 2>/dev/null ||
+            die "FIND_PLUGIN_PYTHON=$PY is not a working CPython 3.10"
+    else
+        PY="$(find_python310)" || die "CPython 3.10 not found: looked for python3.10/python3/python \
+on PATH and under \$(pyenv root)/versions/3.10*. Install it (e.g. 'pyenv install 3.10.13') or set \
+FIND_PLUGIN_PYTHON=/path/to/python3.10."
+    fi
     say "creating virtual environment $VENV with $PY"
     "$PY" -m venv "$VENV" || die "could not create a venv with $PY (is the venv module installed?)"
 fi
