@@ -24,8 +24,6 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["find_plugin", "find_plugin.*"]),
-    include_package_data=True,
-    package_data={"find_plugin": ["configs/*.yaml", "data/assets/**/*"]},
     # The core is framework-free: torch, numpy, scipy only.
     install_requires=["torch>=2.1", "numpy<2", "scipy>=1.7"],
     extras_require={
