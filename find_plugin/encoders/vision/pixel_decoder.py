@@ -18,16 +18,16 @@ input of stride rank ``i`` (1 = finest) ``adapter_i`` (1x1 lateral conv + ``norm
 ``transformer.encoder.layers.*`` and ``layer_<n>`` only.
 """
 
-import math
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...core.layers import sine_position_encoding
 from .freezing import FrozenTrainMixin, freeze_
 
-__all__ = ["TransformerEncoderPixelDecoder", "PositionEmbeddingSine", "normalize_input_shape"]
+__all__ = ["TransformerEncoderPixelDecoder", "normalize_input_shape"]
 
 
 def normalize_input_shape(input_shape: Mapping[str, object]) -> List[Tuple[str, int, int]]:
@@ -51,38 +51,6 @@ def normalize_input_shape(input_shape: Mapping[str, object]) -> List[Tuple[str, 
             )
         out.append((name, ch, st))
     return sorted(out, key=lambda t: t[2])
-
-
-class PositionEmbeddingSine(nn.Module):
-    """DETR 2-D sine encoding, ``normalize=True`` (coordinates scaled to (0, 2*pi]).
-
-    ``x``: ``[B, C, H, W]`` (only shape/device/dtype used) -> ``[B, 2 * num_pos_feats, H, W]``
-    with the y-encoding in the first half and the x-encoding in the second.
-    """
-
-    def __init__(self, *, num_pos_feats: int, temperature: float = 10000.0):
-        super().__init__()
-        self.num_pos_feats = num_pos_feats
-        self.temperature = temperature
-        self.scale = 2 * math.pi
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
-        ones = torch.ones((b, h, w), device=x.device, dtype=x.dtype)
-        y = ones.cumsum(1)
-        xx = ones.cumsum(2)
-        eps = 1e-6
-        y = y / (y[:, -1:, :] + eps) * self.scale
-        xx = xx / (xx[:, :, -1:] + eps) * self.scale
-        dim_t = torch.arange(self.num_pos_feats, dtype=x.dtype, device=x.device)
-        dim_t = self.temperature ** (
-            2 * torch.div(dim_t, 2, rounding_mode="floor") / self.num_pos_feats
-        )
-        px = xx[..., None] / dim_t
-        py = y[..., None] / dim_t
-        px = torch.stack((px[..., 0::2].sin(), px[..., 1::2].cos()), dim=4).flatten(3)
-        py = torch.stack((py[..., 0::2].sin(), py[..., 1::2].cos()), dim=4).flatten(3)
-        return torch.cat((py, px), dim=3).permute(0, 3, 1, 2)
 
 
 class ConvNorm(nn.Conv2d):
@@ -257,7 +225,7 @@ class TransformerEncoderPixelDecoder(FrozenTrainMixin, nn.Module):
             dropout=transformer_dropout,
             pre_norm=transformer_pre_norm,
         )
-        self.pe_layer = PositionEmbeddingSine(num_pos_feats=conv_dim // 2)
+        self.num_pos_feats = conv_dim // 2  # 2-D sine PE (normalize=True), as the interface
         top = ConvNorm(conv_dim, conv_dim, 3, norm=_make_norm(norm, conv_dim), relu=True)
         self.add_module(f"layer_{n}", top)
         # Names (not module references) in top-down order, so that module swaps stay effective.
@@ -278,7 +246,9 @@ class TransformerEncoderPixelDecoder(FrozenTrainMixin, nn.Module):
         for idx, name in enumerate(self.in_features[::-1]):
             x = features[name]
             if idx == 0:
-                enc = self.transformer(self.input_proj(x), self.pe_layer(x))
+                enc = self.transformer(
+                    self.input_proj(x), sine_position_encoding(x, num_pos_feats=self.num_pos_feats)
+                )
                 y = getattr(self, self._output_names[0])(enc)
             else:
                 lat = getattr(self, self._lateral_names[idx])(x)
