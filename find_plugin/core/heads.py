@@ -19,15 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import MLP
-
-EPS = 1e-7
+from .similarity import l2_normalize
 
 
 def cosine_logits(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
     """exp(logit_scale) * cos(a, b): a [B, n, D], b [K, D] -> [B, n, K] (official eps 1e-7)."""
-    a = a / (a.norm(dim=-1, keepdim=True) + EPS)
-    b = b / (b.norm(dim=-1, keepdim=True) + EPS)
-    return logit_scale.exp() * a @ b.t()
+    return logit_scale.exp() * l2_normalize(a) @ l2_normalize(b).t()
 
 
 class PredictionHeads(nn.Module):
@@ -57,7 +54,7 @@ class PredictionHeads(nn.Module):
         if image_row is not None:
             o0, o1 = object_slice
             obj = x[:, o0:o1]
-            normed = x / (x.norm(dim=-1, keepdim=True) + EPS)
+            normed = l2_normalize(x)
             sim = normed[:, image_row : image_row + 1] @ normed[:, o0:o1].transpose(1, 2)
             weights = sim.softmax(-1).detach()  # [B, 1, n_obj]
             pooled = weights @ obj
