@@ -134,7 +134,7 @@ run_stage 2-torch "torch, torchvision, numpy (~2.5 GB, CUDA wheels run on CPU)" 
     pipi torch torchvision numpy
 run_stage 3-detectron2 "detectron2 wheel, fvcore, iopath, opencv" \
     pipi sal-detectron2 fvcore iopath opencv-python opencv-python-headless
-run_stage 4-mmcv "mmcv 2.1.0 with compiled ops (first build ~10-12 min on 2 cores)" build_mmcv
+run_stage 4-mmcv "mmcv 2.1.0 with compiled ops (first build ~13 min on 2 cores)" build_mmcv
 run_stage 5-rest "mmengine, mmdet, transformers, evaluation and test tools" rest_of_lock
 
 # --- 6. editable install of this clone (re-done whenever the clone moved) --------------------
