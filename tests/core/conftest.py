@@ -1,4 +1,4 @@
-"""Fixtures of the core-model tests: the official parity_small files (loaded once)."""
+"""Fixtures of the core-model tests: a tiny random interface and inputs for every task."""
 
 import pytest
 import torch
