@@ -1,10 +1,8 @@
 """Weights resolver: local paths, URLs (loopback HTTP server), zoo names, checksums, offline."""
 
 import hashlib
-import http.server
 import os
 import socket
-import threading
 
 import pytest
 
@@ -13,32 +11,13 @@ from find_plugin.checkpoint import MODEL_ZOO, WeightsNotFoundError, ZooEntry, re
 PAYLOAD = b"find_plugin weights payload " * 100
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    hits = 0
-
-    def do_GET(self):  # noqa: N802 (http.server API)
-        type(self).hits += 1
-        if self.path.startswith("/w.pth"):
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(PAYLOAD)))
-            self.end_headers()
-            self.wfile.write(PAYLOAD)
-        else:
-            self.send_response(404)
-            self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture(scope="module")
-def server():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+@pytest.fixture()
+def server(ckpt_http):
+    """Base URL of the shared loopback server, with ``w.pth`` (= PAYLOAD) in its folder."""
+    url, folder = ckpt_http
+    (folder / "w.pth").write_bytes(PAYLOAD)
+    yield url
+    (folder / "w.pth").unlink(missing_ok=True)
 
 
 def test_local_path_and_missing_path(tmp_path):
@@ -49,12 +28,12 @@ def test_local_path_and_missing_path(tmp_path):
         resolve_weights(str(tmp_path / "nope.pth"))
 
 
-def test_url_download_is_cached(server, tmp_path):
-    _Handler.hits = 0
+def test_url_download_is_cached(server, ckpt_http, tmp_path):
     path = resolve_weights(server + "/w.pth", cache_dir=str(tmp_path))
     assert open(path, "rb").read() == PAYLOAD
+    (ckpt_http[1] / "w.pth").unlink()  # the server no longer has it: only the cache can answer
     assert resolve_weights(server + "/w.pth", cache_dir=str(tmp_path)) == path
-    assert _Handler.hits == 1
+    assert open(path, "rb").read() == PAYLOAD
 
 
 def test_zoo_name_checksum_verified(server, tmp_path, monkeypatch):
