@@ -1,5 +1,16 @@
 """Framework-free FIND core (torch, numpy, scipy only): prototypes, interface, heads, sampler,
-class bank, matchers, losses and post-processing."""
+class bank, matchers, losses and post-processing.
+
+Conventions (one for the whole package; see :mod:`find_plugin.core.conventions`):
+
+* booleans name their polarity: ``*_padding`` True where padded, ``*_valid`` True where real,
+  ``*_allowed`` / ``*_blocked`` for attention; no bare ``*_mask`` for padding;
+* item indexes (``query_index``, ``token_index``, ``token_entity``, point ``index``) are ids >= 0,
+  with ``NO_ITEM`` = -1 for padding and "no item" (any negative value reads as ``NO_ITEM``);
+* class ids are contiguous in [0, K) with the background / no-object class at K (last column of
+  ``pred_logits``);
+* feature levels: level 0 = stride 32, then 16, 8; mask features and masks at stride 4.
+"""
 
 from .attention_mask import SequenceLayout
 from .class_bank import (
