@@ -7,12 +7,14 @@ Inputs
 queries, last = the layer before the final one). Other keys (``item_padding``, ``class_bank``) are
 ignored.
 
-Variable counts: per-image item sets (grounding queries, spatial queries, entities) are **padded**
-to the batch maximum along axis 1; image b's valid rows are the first ``n_b`` rows, with ``n_b``
-the number of target masks of that image (``len(targets[b]["grounding_masks"])`` etc.). This is
-what :class:`~find_plugin.core.interface.FINDInterface` produces with its default ``query_index``
-(``arange(n_b)`` then -1 padding, i.e. ``outputs["item_padding"][var][b, :n_b]`` is False). Padded
-rows are never read.
+Per-item rows: the per-image item sets (description queries, spatial queries, entity queries) are
+padded to the batch maximum along axis 1. ``outputs["item_padding"][variable]`` [B, n] (True =
+padded row, as returned by :class:`~find_plugin.core.interface.FINDInterface`) says which rows are
+real; the real rows of image b, in order, are its items 0..n_b-1 and must be exactly as many as its
+target masks (``len(targets[b]["grounding_masks"])`` etc.), otherwise the criterion raises. Padded
+rows are never read, wherever they sit (``query_index`` decides that, not the criterion). The
+variables are ``queries_language_description`` (grounding), ``queries_vision_spatial`` (spatial)
+and ``queries_interleave_entity`` (interleave); see :data:`ITEM_VARIABLES`.
 
 ``targets``: list (one per image) of dicts; the keys each loss group needs:
 
@@ -22,15 +24,15 @@ rows are never read.
   (default "text");
 * spatials: ``spatial_masks`` [P, H, W], GT mask of each prompt (all-zero masks are skipped);
 * interleaves: ``interleave_masks`` [E, H, W]; ``interleave_is_visual`` [E] bool;
-* retrievals: ``caption_tokens`` [T, D] projected caption tokens; ``caption_mask`` [T] bool
-  (True = valid token).
+* retrievals: ``caption_tokens`` [T, D] projected caption tokens; ``caption_valid`` [T] bool
+  (True = real token).
 
 ``logit_scale``: scalar log-space temperature (passed explicitly).
 
 Output: dict of **already weighted** scalar losses (detectron2 convention: sum them for the total).
-Keys are ``loss_<name>_<i>`` with ``<name>`` one of :data:`DEFAULT_WEIGHTS` and ``i = 0`` for the
-final prediction, ``i = 1`` for the last aux output (the layer before the final one), ``i = 2`` for
-the one before, and so on (official key order).
+Keys follow Mask2Former: ``loss_<name>`` for the final prediction and ``loss_<name>_<i>`` for
+``aux_outputs[i]``, i.e. ``_0`` is the prediction on the initial queries and ``_{n-1}`` the layer
+before the final one (``<name>`` one of :data:`DEFAULT_WEIGHTS`).
 """
 
 from typing import Dict, List, Mapping, Optional, Sequence
@@ -45,7 +47,7 @@ from .point_losses import dice_loss, sample_mask_points, sigmoid_bce_loss
 from .retrieval import fine_grained_loss, itc_loss
 from .similarity import grounding_logits, interleave_logits, spatial_logits
 
-__all__ = ["FINDCriterion", "DEFAULT_WEIGHTS", "LOSS_GROUPS"]
+__all__ = ["FINDCriterion", "DEFAULT_WEIGHTS", "LOSS_GROUPS", "ITEM_VARIABLES"]
 
 # focalt config values (spec §3.2).
 DEFAULT_WEIGHTS: Dict[str, float] = {
@@ -72,6 +74,14 @@ LOSS_GROUPS: Dict[str, tuple] = {
     "spatials": ("spatial_ce", "spatial_bce", "spatial_dice"),
     "interleaves": ("interleave_ce", "interleave_bce", "interleave_dice", "interleave_itc"),
     "retrievals": ("retrieval_decoder",),
+}
+
+
+#: Interface variable whose ``item_padding`` aligns the query rows of each per-item loss group.
+ITEM_VARIABLES: Dict[str, str] = {
+    "groundings": "queries_language_description",
+    "spatials": "queries_vision_spatial",
+    "interleaves": "queries_interleave_entity",
 }
 
 
@@ -158,18 +168,50 @@ class FINDCriterion(nn.Module):
         if "masks" in self.losses or "labels" in self.losses:
             count = sum(len(_get(t, "labels", i)) for i, t in enumerate(targets))
             num_masks = _average_count(count, _get(outputs, "pred_logits").device)
+        rows = self._item_rows(outputs, targets)
         final = {k: v for k, v in outputs.items() if k != "aux_outputs"}
-        layers = [final]
+        layers = [("", final)]
         if self.deep_supervision:
-            layers += list(outputs.get("aux_outputs", []))[::-1]
+            aux = list(outputs.get("aux_outputs", []))
+            layers += [(f"_{i}", out) for i, out in enumerate(aux)]
         result = {}
-        for i, out in enumerate(layers):
-            for name, value in self.layer_losses(out, targets, logit_scale, num_masks).items():
-                result[f"loss_{name}_{i}"] = value * self.weights[name]
+        for suffix, out in layers:
+            for name, value in self.layer_losses(out, targets, logit_scale, num_masks, rows).items():
+                result[f"loss_{name}{suffix}"] = value * self.weights[name]
         return result
 
-    def layer_losses(self, outputs, targets, logit_scale, num_masks) -> Dict[str, torch.Tensor]:
-        """Unweighted losses of one prediction layer."""
+    def _item_rows(self, outputs, targets) -> Dict[str, List[torch.Tensor]]:
+        """Per active per-item group: for each image, the indices of its real query rows."""
+        rows: Dict[str, List[torch.Tensor]] = {}
+        mask_key = {"groundings": "grounding_masks", "spatials": "spatial_masks"}
+        mask_key["interleaves"] = "interleave_masks"
+        for group, var in ITEM_VARIABLES.items():
+            if group not in self.losses:
+                continue
+            padding = outputs.get("item_padding", {}).get(var)
+            if padding is None:
+                raise KeyError(
+                    f"outputs['item_padding'][{var!r}] is needed for the {group!r} losses "
+                    "(FINDInterface returns it; it says which query rows are real)"
+                )
+            per_image = []
+            for b, t in enumerate(targets):
+                real = torch.nonzero(~padding[b].bool()).flatten()
+                n = len(_get(t, mask_key[group], b))
+                if len(real) != n:
+                    raise ValueError(
+                        f"targets[{b}]['{mask_key[group]}'] has {n} masks but "
+                        f"item_padding[{var!r}][{b}] has {len(real)} real rows; the interface "
+                        "must get one query per target mask"
+                    )
+                per_image.append(real)
+            rows[group] = per_image
+        return rows
+
+    def layer_losses(
+        self, outputs, targets, logit_scale, num_masks, rows
+    ) -> Dict[str, torch.Tensor]:
+        """Unweighted losses of one prediction layer; ``rows`` from :meth:`_item_rows`."""
         out = {}
         if "labels" in self.losses or "masks" in self.losses:
             indices = self.matcher.match_default(
@@ -180,11 +222,11 @@ class FINDCriterion(nn.Module):
             if "masks" in self.losses:
                 out.update(self.loss_masks(outputs, targets, indices, num_masks))
         if "groundings" in self.losses:
-            out.update(self.loss_groundings(outputs, targets, logit_scale))
+            out.update(self.loss_groundings(outputs, targets, logit_scale, rows["groundings"]))
         if "spatials" in self.losses:
-            out.update(self.loss_spatials(outputs, targets))
+            out.update(self.loss_spatials(outputs, targets, rows["spatials"]))
         if "interleaves" in self.losses:
-            out.update(self.loss_interleaves(outputs, targets, logit_scale))
+            out.update(self.loss_interleaves(outputs, targets, logit_scale, rows["interleaves"]))
         if "retrievals" in self.losses:
             out["retrieval_decoder"] = self.loss_retrievals(outputs, targets, logit_scale)
         return out
@@ -212,14 +254,14 @@ class FINDCriterion(nn.Module):
         return self._mask_terms("mask", pred, src, tgt, num_masks)
 
     # ------------------------------------------------------------------ grounding
-    def loss_groundings(self, outputs, targets, logit_scale) -> Dict[str, torch.Tensor]:
+    def loss_groundings(self, outputs, targets, logit_scale, rows) -> Dict[str, torch.Tensor]:
         gmasks = _get(outputs, "pred_gmasks")
         gtexts = _get(outputs, "pred_gtexts")
         gquery = _get(outputs, "pred_grounding_query")
         tmasks = [_get(t, "grounding_masks", b) for b, t in enumerate(targets)]
         logits = [
-            grounding_logits(gtexts[b], gquery[b, : len(m)], logit_scale)
-            for b, m in enumerate(tmasks)
+            grounding_logits(gtexts[b], gquery[b, rows[b]], logit_scale)
+            for b in range(len(tmasks))
         ]
         indices = self.grounding_matcher.match_by_logits(
             [lg.detach() for lg in logits], gmasks.detach(), tmasks
@@ -254,18 +296,18 @@ class FINDCriterion(nn.Module):
         return out
 
     # ------------------------------------------------------------------ interactive
-    def loss_spatials(self, outputs, targets) -> Dict[str, torch.Tensor]:
+    def loss_spatials(self, outputs, targets, rows) -> Dict[str, torch.Tensor]:
         smasks = _get(outputs, "pred_smasks")
         embs = _get(outputs, "pred_smaskembs")
         queries = _get(outputs, "pred_pspatials")
         tmasks = [_get(t, "spatial_masks", b) for b, t in enumerate(targets)]
-        logits = [spatial_logits(embs[b], queries[b, : len(m)]) for b, m in enumerate(tmasks)]
+        logits = [spatial_logits(embs[b], queries[b, rows[b]]) for b in range(len(tmasks))]
         return self._prompted_terms(
             "spatial", self.spatial_matcher, smasks, logits, tmasks, zero_of=(embs, queries)
         )
 
     # ------------------------------------------------------------------ interleave
-    def loss_interleaves(self, outputs, targets, logit_scale) -> Dict[str, torch.Tensor]:
+    def loss_interleaves(self, outputs, targets, logit_scale, rows) -> Dict[str, torch.Tensor]:
         imasks = _get(outputs, "pred_imasks")
         im_emb, ent_pix = _get(outputs, "pred_imaskembs"), _get(outputs, "pred_entity_pixel")
         ic_emb, ent_cls = _get(outputs, "pred_interleave_objects"), _get(
@@ -273,12 +315,9 @@ class FINDCriterion(nn.Module):
         )
         tmasks = [_get(t, "interleave_masks", b) for b, t in enumerate(targets)]
         logits = []
-        for b, m in enumerate(tmasks):
-            n = len(m)
+        for b, r in enumerate(rows):
             vis = torch.as_tensor(_get(targets[b], "interleave_is_visual", b), device=im_emb.device)
-            logits.append(
-                interleave_logits(im_emb[b], ent_pix[b, :n], ic_emb[b], ent_cls[b, :n], vis)
-            )
+            logits.append(interleave_logits(im_emb[b], ent_pix[b, r], ic_emb[b], ent_cls[b, r], vis))
         out = self._prompted_terms(
             "interleave",
             self.interleave_matcher,
@@ -304,10 +343,10 @@ class FINDCriterion(nn.Module):
         if self.fine_grained_weight == 0:
             return loss
         tokens = [torch.as_tensor(_get(t, "caption_tokens", b)) for b, t in enumerate(targets)]
-        masks = [torch.as_tensor(_get(t, "caption_mask", b)).bool() for b, t in enumerate(targets)]
+        valid = [torch.as_tensor(_get(t, "caption_valid", b)).bool() for b, t in enumerate(targets)]
         tok = nn.utils.rnn.pad_sequence(tokens, batch_first=True).to(img)
-        msk = nn.utils.rnn.pad_sequence(masks, batch_first=True).to(img.device)
-        fine = fine_grained_loss(_get(outputs, "pred_captions"), tok, msk, logit_scale)
+        tok_valid = nn.utils.rnn.pad_sequence(valid, batch_first=True).to(img.device)
+        fine = fine_grained_loss(_get(outputs, "pred_captions"), tok, tok_valid, logit_scale)
         return loss + self.fine_grained_weight * fine
 
     # ------------------------------------------------------------------ shared pieces

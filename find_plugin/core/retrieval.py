@@ -66,7 +66,7 @@ def itc_loss(
 def fine_grained_loss(
     proposal_emb: torch.Tensor,
     token_emb: torch.Tensor,
-    token_mask: torch.Tensor,
+    token_valid: torch.Tensor,
     logit_scale: torch.Tensor,
     *,
     i2t_weight: float = 0.7,
@@ -77,7 +77,7 @@ def fine_grained_loss(
     Args:
         proposal_emb: [B, Q, D] semantic embeddings of the object proposals (``pred_captions``).
         token_emb: [B, T, D] projected caption token embeddings (padded).
-        token_mask: [B, T] bool, True = valid token.
+        token_valid: [B, T] bool, True = real token.
         logit_scale: log-space scalar temperature.
 
     Image i -> all valid tokens of the batch: logit = s * mean_q <v_iq, t_k>; the soft target is the
@@ -85,13 +85,13 @@ def fine_grained_loss(
     Token k -> images: the same logits transposed; target column of ``gt.T``, i.e. the normalised
     position weight at its own image (this row does not sum to 1, as in the official code).
     """
-    if proposal_emb.dim() != 3 or token_emb.dim() != 3 or token_mask.shape != token_emb.shape[:2]:
+    if proposal_emb.dim() != 3 or token_emb.dim() != 3 or token_valid.shape != token_emb.shape[:2]:
         raise ValueError(
-            "fine_grained_loss expects proposal_emb [B,Q,D], token_emb [B,T,D], token_mask [B,T]; "
-            f"got {tuple(proposal_emb.shape)}, {tuple(token_emb.shape)}, {tuple(token_mask.shape)}"
+            "fine_grained_loss expects proposal_emb [B,Q,D], token_emb [B,T,D], token_valid [B,T]; "
+            f"got {tuple(proposal_emb.shape)}, {tuple(token_emb.shape)}, {tuple(token_valid.shape)}"
         )
     bsz = proposal_emb.shape[0]
-    keep = token_mask.bool()
+    keep = token_valid.bool()
     position = keep.float() * keep.float().cumsum(dim=1)  # 1, 2, 3, ... on valid tokens
     tokens = l2_normalize(token_emb)[keep]  # [Nt, D]
     props = l2_normalize(proposal_emb)

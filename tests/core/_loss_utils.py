@@ -75,7 +75,37 @@ def make_targets(B=2, K=3, D=8, H=16, W=16, counts=((2, 3, 2, 3, 5), (1, 1, 1, 2
                 "interleave_masks": masks(n_ent),
                 "interleave_is_visual": torch.arange(n_ent) % 2 == 0,
                 "caption_tokens": torch.randn(n_tok, D, generator=g),
-                "caption_mask": torch.ones(n_tok, dtype=torch.bool),
+                "caption_valid": torch.ones(n_tok, dtype=torch.bool),
             }
         )
     return targets
+
+
+ITEM_TARGETS = {
+    "queries_language_description": "grounding_masks",
+    "queries_vision_spatial": "spatial_masks",
+    "queries_interleave_entity": "interleave_masks",
+}
+
+
+def add_item_padding(outputs, targets, *, padded_first=False):
+    """Set ``outputs["item_padding"]`` as the interface does: image b has as many real query rows
+    as target masks. ``padded_first`` puts the padded rows first (real rows last), a layout an
+    adapter gets from its own ``query_index``."""
+    pads = {}
+    for var, key in ITEM_TARGETS.items():
+        n_rows = {
+            "queries_language_description": outputs["pred_grounding_query"].shape[1],
+            "queries_vision_spatial": outputs["pred_pspatials"].shape[1],
+            "queries_interleave_entity": outputs["pred_entity_pixel"].shape[1],
+        }[var]
+        pad = torch.ones(len(targets), n_rows, dtype=torch.bool)
+        for b, t in enumerate(targets):
+            n = len(t[key])
+            if padded_first:
+                pad[b, n_rows - n :] = False
+            else:
+                pad[b, :n] = False
+        pads[var] = pad
+    outputs["item_padding"] = pads
+    return outputs

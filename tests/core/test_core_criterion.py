@@ -86,8 +86,8 @@ def test_mask_ce_uses_no_object_weight():
     ce0 = -F.log_softmax(out["pred_logits"][0, 0], -1)[0]  # matched -> class 0, weight 1
     ce1 = -F.log_softmax(out["pred_logits"][0, 1], -1)[2]  # unmatched -> background, weight 0.1
     expected = (ce0 + 0.1 * ce1) / 1.1
-    assert set(loss) == {"loss_mask_ce_0"}
-    assert loss["loss_mask_ce_0"].item() == pytest.approx(2.0 * expected.item(), rel=1e-5)
+    assert set(loss) == {"loss_mask_ce"}
+    assert loss["loss_mask_ce"].item() == pytest.approx(2.0 * expected.item(), rel=1e-5)
 
 
 def test_mask_bce_dice_hand_values():
@@ -98,8 +98,8 @@ def test_mask_bce_dice_hand_values():
     t = gt.flatten()
     bce = F.binary_cross_entropy_with_logits(p, t)
     dice = 1 - (2 * (p.sigmoid() * t).sum() + 1) / (p.sigmoid().sum() + t.sum() + 1)
-    assert loss["loss_mask_bce_0"].item() == pytest.approx(5.0 * bce.item(), rel=1e-5)
-    assert loss["loss_mask_dice_0"].item() == pytest.approx(5.0 * dice.item(), rel=1e-5)
+    assert loss["loss_mask_bce"].item() == pytest.approx(5.0 * bce.item(), rel=1e-5)
+    assert loss["loss_mask_dice"].item() == pytest.approx(5.0 * dice.item(), rel=1e-5)
 
 
 # ---------------------------------------------------------------- contrastive
@@ -146,6 +146,7 @@ def test_grounding_ce_shares_targets_of_duplicate_phrases():
     gtexts = torch.eye(3)[None]  # cosine of proposal q with query = query's entries
     gquery = torch.tensor([[[1.0, 0.2, 0.3], [0.3, 0.2, 1.0]]])
     out = {"pred_gmasks": gmasks, "pred_gtexts": gtexts, "pred_grounding_query": gquery}
+    out["item_padding"] = {"queries_language_description": torch.zeros(1, 2, dtype=torch.bool)}
     tgt = [
         {
             "grounding_masks": torch.stack([left, right]),
@@ -159,7 +160,7 @@ def test_grounding_ce_shares_targets_of_duplicate_phrases():
     logp = logits.log_softmax(-1)
     soft = torch.tensor([0.5, 0.0, 0.5])
     expected = 0.5 * (-(soft * logp).sum(-1)).mean()  # 'class' mode weight 0.5
-    assert loss["loss_grounding_ce_0"].item() == pytest.approx(0.4 * expected.item(), rel=1e-5)
+    assert loss["loss_grounding_ce"].item() == pytest.approx(0.4 * expected.item(), rel=1e-5)
 
 
 def test_spatial_ce_and_empty_prompt_skipped():
@@ -168,24 +169,27 @@ def test_spatial_ce_and_empty_prompt_skipped():
     embs = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
     queries = torch.tensor([[[0.5, 2.0], [1.0, 1.0]]])  # 2nd prompt has an empty GT -> skipped
     out = {"pred_smasks": smasks, "pred_smaskembs": embs, "pred_pspatials": queries}
+    out["item_padding"] = {"queries_vision_spatial": torch.zeros(1, 2, dtype=torch.bool)}
     tgt = [{"spatial_masks": torch.stack([left, torch.zeros(4, 4)])}]
     crit = FINDCriterion(num_classes=2, losses=("spatials",), num_points=None)
     loss = crit(out, tgt, logit_scale=torch.tensor(0.0))
     expected_ce = -torch.tensor([0.5, 2.0]).log_softmax(0)[1]
-    assert loss["loss_spatial_ce_0"].item() == pytest.approx(0.4 * expected_ce.item(), rel=1e-5)
+    assert loss["loss_spatial_ce"].item() == pytest.approx(0.4 * expected_ce.item(), rel=1e-5)
     p = smasks[0, 1].flatten()
     bce = F.binary_cross_entropy_with_logits(p, left.flatten())  # normalised by 1 kept prompt
-    assert loss["loss_spatial_bce_0"].item() == pytest.approx(bce.item(), rel=1e-5)
+    assert loss["loss_spatial_bce"].item() == pytest.approx(bce.item(), rel=1e-5)
 
 
 # ---------------------------------------------------------------- full criterion
 def test_full_criterion_keys_finite_and_backward():
     outputs = U.make_outputs(n_aux=2)
     targets = U.make_targets()
+    U.add_item_padding(outputs, targets)
     ls = torch.tensor(math.log(1 / 0.07), requires_grad=True)
     crit = FINDCriterion(num_classes=3, num_points=200)
     losses = crit(outputs, targets, logit_scale=ls)
-    expected = {f"loss_{n}_{i}" for n in DEFAULT_WEIGHTS for i in range(3)}
+    # Mask2Former names: final layer unsuffixed, aux_outputs[i] suffixed _i
+    expected = {f"loss_{n}{s}" for n in DEFAULT_WEIGHTS for s in ("", "_0", "_1")}
     assert set(losses) == expected
     assert all(torch.isfinite(v) for v in losses.values())
     total = sum(losses.values())
@@ -206,23 +210,64 @@ def test_full_criterion_keys_finite_and_backward():
 
 
 def test_weights_scale_losses_and_aux_order():
-    outputs = U.make_outputs(n_aux=1)
+    outputs = U.make_outputs(n_aux=2)
     targets = U.make_targets()
+    U.add_item_padding(outputs, targets)
     ls = torch.tensor(0.0)
     base = FINDCriterion(num_classes=3, num_points=None)(outputs, targets, logit_scale=ls)
     heavy = FINDCriterion(num_classes=3, num_points=None, weights={"mask_dice": 10.0})(
         outputs, targets, logit_scale=ls
     )
-    assert heavy["loss_mask_dice_0"].item() == pytest.approx(2 * base["loss_mask_dice_0"].item())
+    assert heavy["loss_mask_dice"].item() == pytest.approx(2 * base["loss_mask_dice"].item())
     assert heavy["loss_mask_bce_1"].item() == pytest.approx(base["loss_mask_bce_1"].item())
-    # loss_*_1 is computed from aux_outputs[-1]
-    only_aux = dict(outputs["aux_outputs"][-1])
-    single = FINDCriterion(num_classes=3, num_points=None, deep_supervision=False)(
-        only_aux, targets, logit_scale=ls
-    )
-    assert single["loss_spatial_dice_0"].item() == pytest.approx(
-        base["loss_spatial_dice_1"].item(), rel=1e-6
-    )
+    # loss_*_i is computed from aux_outputs[i]: _0 = initial queries, counting up
+    single = FINDCriterion(num_classes=3, num_points=None, deep_supervision=False)
+    for i, aux in enumerate(outputs["aux_outputs"]):
+        only_aux = dict(aux, item_padding=outputs["item_padding"])
+        got = single(only_aux, targets, logit_scale=ls)
+        for name in ("spatial_dice", "mask_ce", "grounding_ce"):
+            assert got[f"loss_{name}"].item() == pytest.approx(
+                base[f"loss_{name}_{i}"].item(), rel=1e-6
+            ), (name, i)
+
+
+def test_item_rows_follow_item_padding_not_position():
+    """Real query rows are read where item_padding says, not as the first n rows."""
+    targets = U.make_targets()
+    ls = torch.tensor(0.0)
+    front = U.make_outputs(n_aux=0, G=4, P=3, E=4)
+    back = {k: v.detach().clone() for k, v in front.items() if k != "aux_outputs"}
+    U.add_item_padding(front, targets)
+    U.add_item_padding(back, targets, padded_first=True)
+    # move every image's real item rows to the end of the padded axis
+    for out_name, var in (
+        ("pred_grounding_query", "queries_language_description"),
+        ("pred_pspatials", "queries_vision_spatial"),
+        ("pred_entity_pixel", "queries_interleave_entity"),
+        ("pred_entity_class", "queries_interleave_entity"),
+    ):
+        for b in range(len(targets)):
+            real_front = ~front["item_padding"][var][b]
+            real_back = ~back["item_padding"][var][b]
+            back[out_name][b, real_back] = front[out_name][b, real_front].detach()
+            back[out_name][b, ~real_back] = 1e3  # garbage in padded rows must not matter
+    crit = FINDCriterion(num_classes=3, num_points=None, losses=("groundings", "spatials"))
+    want = crit(front, targets, logit_scale=ls)
+    got = crit(back, targets, logit_scale=ls)
+    for k in want:
+        assert got[k].item() == pytest.approx(want[k].item(), rel=1e-5), k
+
+
+def test_item_rows_must_match_target_count():
+    outputs = U.make_outputs(n_aux=0)
+    targets = U.make_targets()
+    crit = FINDCriterion(num_classes=3, num_points=None, losses=("spatials",))
+    with pytest.raises(KeyError, match="item_padding"):
+        crit(outputs, targets, logit_scale=torch.tensor(0.0))
+    U.add_item_padding(outputs, targets)
+    outputs["item_padding"]["queries_vision_spatial"][0, :] = False  # one row too many
+    with pytest.raises(ValueError, match=r"spatial_masks'\] has 2 masks"):
+        crit(outputs, targets, logit_scale=torch.tensor(0.0))
 
 
 def test_config_errors():
@@ -234,18 +279,21 @@ def test_config_errors():
         FINDCriterion(num_classes=3, losses=("labels",), weights={"grounding_ce": 1.0})
     assert set(LOSS_GROUPS["interleaves"]) <= set(DEFAULT_WEIGHTS)
     crit = FINDCriterion(num_classes=3, losses=("groundings",))
+    outputs = U.make_outputs(n_aux=0)
+    outputs["item_padding"] = {"queries_language_description": torch.zeros(2, 3, dtype=torch.bool)}
     with pytest.raises(KeyError, match="grounding_masks"):
-        crit(U.make_outputs(n_aux=0), [{}, {}], logit_scale=torch.tensor(0.0))
+        crit(outputs, [{}, {}], logit_scale=torch.tensor(0.0))
 
 
 def test_images_without_items_give_zero_task_losses():
     outputs = U.make_outputs(n_aux=0)
     targets = U.make_targets(counts=((1, 0, 0, 0, 2), (1, 0, 0, 0, 2)))
+    U.add_item_padding(outputs, targets)
     losses = FINDCriterion(num_classes=3, num_points=64)(
         outputs, targets, logit_scale=torch.tensor(0.0)
     )
     for task in ("grounding", "spatial"):
         for term in ("ce", "bce", "dice"):
-            assert losses[f"loss_{task}_{term}_0"].item() == 0.0
-    assert losses["loss_interleave_itc_0"].item() > 0
+            assert losses[f"loss_{task}_{term}"].item() == 0.0
+    assert losses["loss_interleave_itc"].item() > 0
     sum(losses.values()).backward()

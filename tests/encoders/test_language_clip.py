@@ -30,7 +30,7 @@ def test_clip_matches_direct_call_and_eot_pooling(lang_clip_encoder, lang_tiny_c
         with torch.no_grad():
             ref = model(**ids)
         n = ids["input_ids"].shape[1]
-        assert int(out.attention_mask[i].sum()) == n and out.input_ids[i, n - 1] == eos
+        assert int(out.token_valid[i].sum()) == n and out.input_ids[i, n - 1] == eos
         torch.testing.assert_close(
             out.token_features[i, :n], ref.last_hidden_state[0], atol=1e-5, rtol=1e-5
         )

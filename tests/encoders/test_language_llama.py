@@ -38,10 +38,10 @@ def test_kind_padding_and_layer(lang_llama_encoder):
     assert out.token_features.shape == (3, 20, 32)  # padding="max_length"
     assert enc.tokenizer.padding_side == "right" and enc.tokenizer.pad_token_id == eos
     for i in range(3):
-        n = int(out.attention_mask[i].sum())
+        n = int(out.token_valid[i].sum())
         assert out.input_ids[i, 0] == enc.tokenizer.bos_token_id
         assert torch.all(out.input_ids[i, n:] == eos)
-        assert out.attention_mask[i, :n].all()
+        assert out.token_valid[i, :n].all()
         assert n == len(TEXTS[i].split()) + 1
 
 
@@ -70,8 +70,8 @@ def test_matches_direct_transformers_call(lang_llama_encoder, lang_llama_referen
     out = lang_llama_encoder(TEXTS)
     enc, ref = _official_batch(tok, model, TEXTS, 20, -3)
     assert torch.equal(out.input_ids, enc["input_ids"])
-    assert torch.equal(out.attention_mask, enc["attention_mask"].bool())
-    m = out.attention_mask
+    assert torch.equal(out.token_valid, enc["attention_mask"].bool())
+    m = out.token_valid
     torch.testing.assert_close(out.token_features[m], ref[m], atol=1e-5, rtol=1e-5)
     mean = torch.stack([ref[i][m[i]].mean(0) for i in range(3)])
     torch.testing.assert_close(out.sentence_embedding, mean, atol=1e-5, rtol=1e-5)
@@ -116,7 +116,7 @@ def test_offsets_and_dtype(lang_tiny_llama_dir):
         out.token_features.dtype == torch.bfloat16
         and out.sentence_embedding.dtype == torch.bfloat16
     )
-    assert out.token_features.shape[1] == int(out.attention_mask.sum(1).max())
+    assert out.token_features.shape[1] == int(out.token_valid.sum(1).max())
     text = TEXTS[2]
     words = [text[s:e] for s, e in out.offsets[2].tolist()]
     assert words[0] == "" and words[1:] == text.split()
@@ -146,7 +146,7 @@ def test_cache_entry_with_other_tokenisation_is_recomputed(lang_tiny_llama_dir, 
         model_path=lang_tiny_llama_dir, feature_layer=-3, max_length=20, cache_dir=str(tmp_path)
     )
     ref = enc(TEXTS[:1])
-    n = int(ref.attention_mask[0].sum())
+    n = int(ref.token_valid[0].sum())
     key = enc.cache_key(TEXTS[0])
     # A valid entry whose token count disagrees with the tokenizer (e.g. tokenizer edited in place).
     enc.cache.put(key, torch.zeros(n - 1, 32), torch.zeros(n - 1, 2, dtype=torch.long))

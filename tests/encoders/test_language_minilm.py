@@ -18,16 +18,16 @@ def test_shapes_mask_and_kind(lang_minilm_encoder):
     enc = lang_minilm_encoder
     assert enc.kind == "encoder" and enc.layer_tag == "last_hidden_state"
     out = enc(TEXTS)
-    lengths = out.attention_mask.sum(1)
+    lengths = out.token_valid.sum(1)
     b, l, d = out.token_features.shape
     assert (b, d) == (4, 384) and l == int(lengths.max())  # padding="longest"
-    assert out.attention_mask.dtype == torch.bool and out.attention_mask.shape == (4, l)
+    assert out.token_valid.dtype == torch.bool and out.token_valid.shape == (4, l)
     assert out.offsets.shape == (4, l, 2) and out.offsets.dtype == torch.int64
     assert out.sentence_embedding.shape == (4, 384)
     assert len(set(lengths.tolist())) > 1
     # Right padding: valid tokens first; padded features are zero.
     for i, n in enumerate(lengths.tolist()):
-        assert out.attention_mask[i, :n].all() and not out.attention_mask[i, n:].any()
+        assert out.token_valid[i, :n].all() and not out.token_valid[i, n:].any()
         assert torch.all(out.token_features[i, n:] == 0)
         assert out.token_features[i, :n].abs().sum(-1).gt(0).all()
 
@@ -36,7 +36,7 @@ def test_offsets_map_to_substrings(lang_minilm_encoder):
     out = lang_minilm_encoder(TEXTS)
     tok = lang_minilm_encoder.tokenizer
     for i, text in enumerate(TEXTS):
-        n = int(out.attention_mask[i].sum())
+        n = int(out.token_valid[i].sum())
         pieces = [text[s:e] for s, e in out.offsets[i, :n].tolist() if e > s]
         assert "".join(pieces).replace(" ", "") == text.replace(" ", "")
         for j in range(n):
@@ -47,7 +47,7 @@ def test_offsets_map_to_substrings(lang_minilm_encoder):
             else:
                 assert token in ("[CLS]", "[SEP]")
     # "couch" is one token whose span is exactly the word.
-    n0 = int(out.attention_mask[0].sum())
+    n0 = int(out.token_valid[0].sum())
     spans = [tuple(x) for x in out.offsets[0, :n0].tolist()]
     assert (TEXTS[0].index("couch"), len(TEXTS[0])) in spans
 
@@ -61,7 +61,7 @@ def test_matches_direct_transformers_and_sentence_similarity(lang_minilm_encoder
     with torch.no_grad():
         for i, text in enumerate(TEXTS):
             ref = model(**tok([text], return_tensors="pt")).last_hidden_state[0]
-            n = int(out.attention_mask[i].sum())
+            n = int(out.token_valid[i].sum())
             assert n == ref.shape[0]
             torch.testing.assert_close(out.token_features[i, :n], ref, atol=1e-4, rtol=1e-4)
             torch.testing.assert_close(out.sentence_embedding[i], ref.mean(0), atol=1e-4, rtol=1e-4)
@@ -73,7 +73,7 @@ def test_matches_direct_transformers_and_sentence_similarity(lang_minilm_encoder
 def test_max_length_truncates(lang_minilm_encoder):
     long_text = " ".join(["cat"] * 200)
     out = lang_minilm_encoder([long_text, "a cat"], max_length=77)
-    assert out.token_features.shape[1] == 77 and int(out.attention_mask[0].sum()) == 77
+    assert out.token_features.shape[1] == 77 and int(out.token_valid[0].sum()) == 77
     out = lang_minilm_encoder.encode_class_prompts([long_text])
     assert out.token_features.shape[1] == 150
 
@@ -104,7 +104,7 @@ def test_cache_is_transparent(lang_minilm_path, lang_minilm_encoder, tmp_path):
     again, hits, misses = cached._encode(TEXTS + ["a dog"], None)
     assert (hits, misses) == (4, 1)
     plain = lang_minilm_encoder(TEXTS + ["a dog"])
-    for name in ("token_features", "attention_mask", "offsets", "input_ids"):
+    for name in ("token_features", "token_valid", "offsets", "input_ids"):
         torch.testing.assert_close(getattr(again, name)[:4], getattr(first, name), atol=0, rtol=0)
     torch.testing.assert_close(again.token_features, plain.token_features, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(

@@ -39,7 +39,7 @@ class TextFeatures:
 
     Attributes:
         token_features: [B, L, D_text] float (model dtype); zero at padded positions.
-        attention_mask: [B, L] bool, True on real tokens (right padded: valid tokens come first).
+        token_valid: [B, L] bool, True on real tokens (right padded: valid tokens come first).
         offsets: [B, L, 2] int64 character spans ``[start, end)`` into each text; ``(0, 0)`` for
             special tokens (BOS/CLS/SEP/EOT) and padding.
         sentence_embedding: [B, D_text]; mean over valid tokens (decoder/encoder) or the
@@ -48,7 +48,7 @@ class TextFeatures:
     """
 
     token_features: torch.Tensor
-    attention_mask: torch.Tensor
+    token_valid: torch.Tensor
     offsets: torch.Tensor
     sentence_embedding: torch.Tensor
     input_ids: torch.Tensor
@@ -272,7 +272,7 @@ class TextTokenEncoder(nn.Module):
         offsets = offsets * mask.unsqueeze(-1)  # padding spans are (0, 0)
         features = TextFeatures(
             token_features=out,
-            attention_mask=mask_d,
+            token_valid=mask_d,
             offsets=offsets.to(device),
             sentence_embedding=self._pool(out, mask_d, ids_d),
             input_ids=ids_d,
