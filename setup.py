@@ -22,6 +22,7 @@ setup(
     description="FIND (Interfacing Foundation Models' Embeddings) for detectron2 and MMDetection",
     long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["find_plugin", "find_plugin.*"]),
     # The core is framework-free: torch, numpy, scipy only.
