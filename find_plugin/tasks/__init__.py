@@ -1,0 +1,47 @@
+"""Framework-free FIND task layer (torch only, over :mod:`find_plugin.core`).
+
+One module per task, each registered here by explicit import: ``generic`` (panoptic / instance /
+semantic + the class bank), ``grounding`` (referring), ``interactive``, ``retrieval``,
+``interleave`` and ``interleave_retrieval``. Each turns records into interface inputs and criterion
+targets (:mod:`.base`), simulates its prompts (:mod:`.prompts`), picks its predictions and computes
+its metrics (:mod:`.metrics`). The detectron2 and MMDetection adapters only convert their formats
+around these. A new task is one module with a :class:`FINDTask` subclass decorated with
+:func:`register_task` (and, if it needs new embeddings, a core prototype and input kind).
+"""
+
+from . import generic, grounding, interactive, interleave, retrieval  # noqa: F401 (registration)
+from .base import (
+    FINDTask,
+    TokenFeatures,
+    build_task,
+    get_task,
+    list_tasks,
+    register_task,
+    unregister_task,
+)
+from .batch import TaskBatch, criterion_loss_groups, prepare_batch, task_losses
+from .generic import GenericSegmentationTask
+from .grounding import GroundingTask
+from .interactive import InteractiveTask
+from .interleave import InterleaveRetrievalTask, InterleaveTask
+from .retrieval import RetrievalTask
+
+__all__ = [
+    "build_task",
+    "criterion_loss_groups",
+    "FINDTask",
+    "GenericSegmentationTask",
+    "get_task",
+    "GroundingTask",
+    "InteractiveTask",
+    "InterleaveRetrievalTask",
+    "InterleaveTask",
+    "list_tasks",
+    "prepare_batch",
+    "register_task",
+    "RetrievalTask",
+    "TaskBatch",
+    "task_losses",
+    "TokenFeatures",
+    "unregister_task",
+]
