@@ -240,3 +240,19 @@ def test_core_prototypes_unknown_input_kind_is_a_clear_error():
         VariableSpec("queries_x", "query", "copy", "one")
     with pytest.raises(KeyError, match="already registered"):
         register_input_kind("tokens", _scaled_rows)
+
+
+def test_core_prototypes_indexed_attention_no_item_matches_nothing():
+    """Indexed attention: a real row or key of no item (NO_ITEM, or the official -4 of a text
+    token of the legend) is never matched, not even by another NO_ITEM."""
+    specs = merge_prototypes(["spatial"])
+    counts = {"proposals_vision_object": 1, "queries_vision_spatial": 2, "tokens_vision_spatial": 3}
+    lay = _layout(specs, counts)
+    index = torch.full((1, lay.length), -1, dtype=torch.long)
+    index[0, slice(*lay.slices["queries_vision_spatial"])] = torch.tensor([-4, 0])
+    index[0, slice(*lay.slices["tokens_vision_spatial"])] = torch.tensor([-4, 0, -1])
+    ca = am.token_cross_allowed(_layout(specs, counts, index))[0]
+    block = ca[
+        slice(*lay.slices["queries_vision_spatial"]), slice(*lay.slices["tokens_vision_spatial"])
+    ]
+    assert block.tolist() == [[False, False, False], [False, True, False]]
