@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from find_plugin.core.conventions import NO_ITEM
 from find_plugin.core.interface import FINDInterface
 
 TASK_SETS = ("seg", "class", "grounding", "spatial", "retrieval", "interleave", "fused")
@@ -39,21 +40,23 @@ def make_tasks(name, *, batch, dim, image_hw, gen):
 
     no_pad = lambda n: torch.zeros(batch, n, dtype=torch.bool)  # noqa: E731
     all_tasks = {
-        "class": {"tokens": tokens(12), "token_mask": no_pad(12)},
+        "class": {"tokens": tokens(12), "token_padding": no_pad(12)},
         "grounding": {
             "tokens": tokens(24),
-            "token_mask": no_pad(24),
+            "token_padding": no_pad(24),
             "token_index": torch.arange(24).div(6, rounding_mode="floor").expand(batch, 24),
         },
         "spatial": {
             "pos_masks": prompts(3),
             "neg_masks": [torch.zeros(3, *image_hw, dtype=torch.bool) for _ in range(batch)],
         },
-        "retrieval": {"tokens": tokens(20), "token_mask": no_pad(20)},
+        "retrieval": {"tokens": tokens(20), "token_padding": no_pad(20)},
         "interleave": {
             "tokens": tokens(20),
-            "token_mask": no_pad(20),
-            "token_entity": torch.tensor([-4, 0, 0, -4, 1, 1] + [-4] * 14).expand(batch, 20),
+            "token_padding": no_pad(20),
+            "token_entity": torch.tensor([NO_ITEM, 0, 0, NO_ITEM, 1, 1] + [NO_ITEM] * 14).expand(
+                batch, 20
+            ),
             "entity_is_visual": torch.tensor([[True, False]] * batch),
             "pos_masks": [torch.cat([p[:1], torch.zeros_like(p[:1])]) for p in prompts(1)],
             "neg_masks": [torch.zeros(2, *image_hw, dtype=torch.bool) for _ in range(batch)],
@@ -87,6 +90,12 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=640, help="image side in pixels (multiple of 32)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--hidden", type=int, default=512)
+    p.add_argument(
+        "--in-channels",
+        type=int,
+        default=None,
+        help="pixel-decoder channels (default: --hidden, no input projection)",
+    )
     p.add_argument("--layers", type=int, default=9)
     p.add_argument("--queries", type=int, default=100)
     p.add_argument("--iters", type=int, default=5)
@@ -111,12 +120,14 @@ def main(argv=None):
         mask_dim=args.hidden,
         dim_proj=args.hidden,
         dim_text=args.hidden,
+        in_channels=args.in_channels,
     ).to(device, dtype)
     model.train(args.train)
     gen = torch.Generator().manual_seed(0)
     s = args.size
     feats = [
-        torch.randn(args.batch, args.hidden, s // st, s // st, generator=gen) for st in (32, 16, 8)
+        torch.randn(args.batch, model.in_channels, s // st, s // st, generator=gen)
+        for st in (32, 16, 8)
     ]
     mask_features = torch.randn(args.batch, args.hidden, s // 4, s // 4, generator=gen)
     feats, mask_features = to_device((feats, mask_features), device, dtype)

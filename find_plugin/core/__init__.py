@@ -22,7 +22,7 @@ from .class_bank import (
     clean_class_name,
 )
 from .criterion import FINDCriterion
-from .entity_map import NO_ENTITY, entity_token_masks, token_entity_map
+from .entity_map import entity_token_masks, token_entity_map
 from .heads import PredictionHeads, cosine_logits
 from .interface import FINDInterface
 from .matcher import HungarianMatcher
@@ -70,7 +70,6 @@ __all__ = [
     "interleave_pick",
     "itc_loss",
     "list_prototypes",
-    "NO_ENTITY",
     "panoptic_inference",
     "PredictionHeads",
     "recall_at_k",

@@ -12,7 +12,8 @@ Masks are boolean in the SDPA convention: True = the key may be attended.
   - image rows: ``prev_mask`` (blocked where the previous layer's mask of this row is < 0.5),
     ``global``, ``memory_prev_mask``; rows left with no key become fully unmasked (official).
   - token rows: ``padding`` (non-padding keys of the listed variables) or ``indexed`` (and the
-    key's item index equals the row's item index). Rows with no key stay empty (zero output).
+    key's item index equals the row's item index, NO_ITEM matching nothing). Rows with no key stay
+    empty (zero output).
 """
 
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
+from .conventions import no_item
 from .prototypes import VariableSpec
 
 MODE_NONE, MODE_PREV, MODE_GLOBAL, MODE_MEMORY = 0, 1, 2, 3
@@ -33,7 +35,7 @@ class SequenceLayout:
     specs: List[VariableSpec]
     slices: Dict[str, Tuple[int, int]]
     padding: torch.Tensor  # [B, N] bool, True = padding row (absent item / padded token)
-    index: torch.Tensor  # [B, N] long, item index (-1 when the variable has none)
+    index: torch.Tensor  # [B, N] long, item index (NO_ITEM when the variable has none)
     has_index: Dict[str, bool]
 
     @property
@@ -87,7 +89,9 @@ def token_cross_allowed(layout: SequenceLayout) -> torch.Tensor:
                             f"indexed attention {spec.name} -> {key}: variable {name!r} has no "
                             "item index (give 'query_index' / 'token_index' in its task inputs)"
                         )
-                same = layout.index[:, r0:r1, None] == layout.index[:, None, c0:c1]
+                rows, keys = layout.index[:, r0:r1], layout.index[:, None, c0:c1]
+                # a row or key of no item (e.g. a text token of the legend) matches nothing
+                same = (rows[..., None] == keys) & ~no_item(rows)[..., None]
                 block = block & same
             allowed[:, r0:r1, c0:c1] = block
     return allowed

@@ -77,7 +77,7 @@ def build_class_bank(
         b = tk.shape[0]
         feats = [tk.new_zeros(b, c, h, w) for h, w in ZERO_FEATURE_SIZES]
         mf = tk.new_zeros(b, mask_dim, *ZERO_MASK_FEATURE_SIZE)
-        out = interface(feats, mf, {"class": {"tokens": tk, "token_mask": tm}})
+        out = interface(feats, mf, {"class": {"tokens": tk, "token_padding": tm}})
         rows.append(out["pred_retrievals_class"][:, 0])
     interface.train(was_training)
     return torch.cat(rows)

@@ -12,13 +12,16 @@ For the output rows x [B, N, C] of the combined sequence:
 7. next-layer attention mask: sigmoid(bilinear resize(masks, level size)) < 0.5 (True = blocked).
 """
 
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention_mask import SequenceLayout
 from .layers import MLP
+from .prototypes import IMAGE_QUERY, OBJECT, VariableSpec
 from .similarity import l2_normalize
 
 
@@ -67,3 +70,71 @@ class PredictionHeads(nn.Module):
             resized = F.interpolate(masks, size=attn_size, mode="bilinear", align_corners=False)
             blocked = (resized.sigmoid() < 0.5).flatten(2).detach()
         return {"semantic": semantic, "pixel": pixel, "masks": masks, "attn_blocked": blocked}
+
+
+@dataclass
+class OutputPlan:
+    """Which sequence rows the heads read and where each variable's outputs are.
+
+    ``rows`` [No] long: sequence rows of the variables with outputs (in prototype order);
+    ``slices[name]``: that variable's rows within them; ``mask_rows`` [M] long: positions (within
+    the output rows) of the variables with a mask output; ``mask_slices[name]``: their positions
+    within the masks; ``mask_seq_rows`` [M]: the same rows in the sequence."""
+
+    specs: List[VariableSpec]
+    rows: torch.Tensor
+    slices: Dict[str, Tuple[int, int]]
+    mask_rows: torch.Tensor
+    mask_slices: Dict[str, Tuple[int, int]]
+    mask_seq_rows: torch.Tensor
+    object_slice: Tuple[int, int]
+    image_row: Optional[int]
+
+    @classmethod
+    def from_layout(cls, layout: SequenceLayout, *, pool_image_query: bool) -> "OutputPlan":
+        specs = [s for s in layout.specs if s.outputs]
+        rows = torch.cat([layout.rows(s.name) for s in specs])
+        slices = _consecutive(specs, lambda s: layout.slices[s.name])
+        mask_specs = [s for s in specs if any(sp == "mask" for _, sp in s.outputs)]
+        mask_rows = torch.cat(
+            [torch.arange(*slices[s.name], device=rows.device) for s in mask_specs]
+        )
+        return cls(
+            specs=specs,
+            rows=rows,
+            slices=slices,
+            mask_rows=mask_rows,
+            mask_slices=_consecutive(mask_specs, lambda s: slices[s.name]),
+            mask_seq_rows=rows[mask_rows],
+            object_slice=slices[OBJECT],
+            image_row=slices[IMAGE_QUERY][0] if pool_image_query else None,
+        )
+
+    def organize(
+        self, heads: Dict, class_bank: Optional[torch.Tensor], logit_scale: torch.Tensor
+    ) -> Dict[str, torch.Tensor]:
+        """Heads' output of one layer -> the named outputs (spec §1.5) of every variable;
+        ``class_logits`` outputs only when a class bank is given."""
+        res = {}
+        for s in self.specs:
+            rows = slice(*self.slices[s.name])
+            for name, space in s.outputs:
+                if space == "semantic":
+                    res[name] = heads["semantic"][:, rows]
+                elif space == "pixel":
+                    res[name] = heads["pixel"][:, rows]
+                elif space == "mask":
+                    res[name] = heads["masks"][:, slice(*self.mask_slices[s.name])]
+                elif space == "class_logits" and class_bank is not None:
+                    res[name] = cosine_logits(heads["semantic"][:, rows], class_bank, logit_scale)
+        return res
+
+
+def _consecutive(specs: Sequence[VariableSpec], span) -> Dict[str, Tuple[int, int]]:
+    """Pack the variables' row counts ``span(spec)`` = (start, end) one after the other."""
+    out, off = {}, 0
+    for s in specs:
+        a, b = span(s)
+        out[s.name] = (off, off + b - a)
+        off += b - a
+    return out

@@ -1,4 +1,4 @@
-"""Building blocks of the FIND interface: masked multi-head attention, FFN, sine position encoding.
+"""Building blocks of the FIND interface: masked attention, FFN, sine encoding, the layer.
 
 Attention uses ``torch.nn.functional.scaled_dot_product_attention``. Boolean masks here mean
 True = the key MAY be attended (the SDPA convention); they reach SDPA as finite additive masks.
@@ -115,3 +115,46 @@ def sine_position_encoding(
     pos_x = enc(x)[None, :, :].expand(h, w, num_pos_feats)
     pos = torch.cat((pos_y, pos_x), dim=2).permute(2, 0, 1)
     return pos[None].expand(b, -1, -1, -1).to(feature.dtype)
+
+
+class InterfaceLayer(nn.Module):
+    """One interface layer: content attention (cross) -> condition attention (self) -> FFN,
+    post-norm, dropout 0 (parameter names ``cross_attn``, ``cross_norm``, ``self_attn``,
+    ``self_norm``, ``ffn``)."""
+
+    def __init__(self, *, dim: int, num_heads: int, dim_feedforward: int):
+        super().__init__()
+        self.cross_attn = MaskedAttention(dim=dim, num_heads=num_heads)
+        self.cross_norm = nn.LayerNorm(dim)
+        self.self_attn = MaskedAttention(dim=dim, num_heads=num_heads)
+        self.self_norm = nn.LayerNorm(dim)
+        self.ffn = FFN(dim=dim, hidden=dim_feedforward)
+
+    def forward(
+        self,
+        content: torch.Tensor,
+        pos: torch.Tensor,
+        image: torch.Tensor,
+        image_pos: torch.Tensor,
+        *,
+        cross_rows: torch.Tensor,
+        key_rows: torch.Tensor,
+        cross_allowed: torch.Tensor,
+        self_allowed: torch.Tensor,
+    ) -> torch.Tensor:
+        """content / pos [B, N, C] (the combined sequence); image / image_pos [B, hw, C] (this
+        layer's level); cross_rows [Nc] long: the rows with a content-attention rule (only they
+        are updated by it); key_rows [Nk] long: the sequence rows some rule reads as token keys;
+        cross_allowed [B, Nc, hw + Nk] bool (image keys first); self_allowed [B, N, N] bool.
+        Returns the new content [B, N, C]."""
+        # One softmax over [image keys ; token keys]: a row reads one kind only, so this equals
+        # the official separate image / token attentions.
+        q = content + pos
+        keys = torch.cat([image + image_pos, q[:, key_rows]], dim=1)
+        values = torch.cat([image, content[:, key_rows]], dim=1)
+        qc, vc = q[:, cross_rows], content[:, cross_rows]
+        updated = self.cross_norm(vc + self.cross_attn(qc, keys, values, cross_allowed))
+        content = content.index_copy(1, cross_rows, updated)
+        q = content + pos
+        content = self.self_norm(content + self.self_attn(q, q, content, self_allowed))
+        return self.ffn(content)

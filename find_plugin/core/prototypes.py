@@ -4,7 +4,7 @@ A *task prototype* (spec §1.3-1.5) names the variables a task adds to the inter
 sequence and, for each variable, states
 
 * its kind (``proposal`` / ``query`` / ``memory`` / ``token``),
-* how it is initialised (``init``, see :data:`INIT_KINDS`),
+* how it is initialised (``init``: an input kind of :mod:`find_plugin.core.variables`),
 * its content attention (cross-attention) rule (:class:`CrossRule`): which keys it reads (the
   image features of the layer's level, or token variables) and how they are masked,
 * its condition attention (self-attention) rule: which variables its rows may attend,
@@ -15,40 +15,19 @@ be declared identically) and run in one forward pass; the attention-mask builder
 (:mod:`find_plugin.core.attention_mask`) turns the rules into block masks. A new task is added by
 :func:`register_prototype` with no edit of interface code.
 
-Input conventions (keys of the per-task input dict ``tasks[task_name]``), fixed by ``init``:
-
-* ``tokens``: ``tokens`` [B, T, C] float (projected token embeddings), optional ``token_mask``
-  [B, T] bool (True = padding), optional ``token_index`` [B, T] long (item id of each token for
-  INDEXED attention; -1 or padding = belongs to no item).
-* ``legend_tokens``: as ``tokens`` plus ``token_entity`` [B, T] long (entity id per token, -4 =
-  no entity, the official convention) and ``entity_is_visual`` [B, E] bool; tokens of visual
-  entities get the image query's content (and positional embedding) added.
-* ``visual_prompts``: ``points`` (pre-sampled, see :mod:`find_plugin.core.sampler`) or
-  ``pos_masks`` / ``neg_masks`` (list over images of [n_b, H, W] bool prompt masks).
-* ``per_item`` queries: ``query_index`` [B, n] long (item id of each query, -1 = padding); when
-  absent it is derived (see ``FINDInterface``).
-* ``memories``: present only when the task input has ``prev_mask`` [B, 1 or M, H/4, W/4] (logits).
+Task inputs (keys of the per-task input dict ``tasks[task_name]``) are read by the builder of
+the variable's input kind (``init``), a registry of :mod:`find_plugin.core.variables` (built-in
+kinds and their keys are listed there; :func:`~find_plugin.core.variables.register_input_kind`
+adds one). A variable declared by several requested tasks is fed by the first one's inputs; the
+others may repeat them but not contradict them.
 """
 
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
-KINDS = ("proposal", "query", "memory", "token")
+from .variables import get_input_kind, init_kind
 
-#: How a variable's rows are created.
-#: ``object_proposals`` / ``image_query`` / ``memories`` are learnable rows of the interface;
-#: ``copy:<name>`` duplicates another variable (DUPLICATION); ``tokens`` / ``legend_tokens`` /
-#: ``visual_prompts`` come from the task inputs.
-INIT_KINDS = (
-    "object_proposals",
-    "image_query",
-    "memories",
-    "copy:proposals_vision_object",
-    "copy:queries_vision_image",
-    "tokens",
-    "legend_tokens",
-    "visual_prompts",
-)
+KINDS = ("proposal", "query", "memory", "token")
 
 #: Cross-attention masking modes.
 #: ``prev_mask``: image keys allowed where sigmoid(previous-layer mask of this row) >= 0.5;
@@ -110,8 +89,12 @@ class VariableSpec:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"VariableSpec {self.name}: kind must be one of {KINDS}")
-        if self.init not in INIT_KINDS:
-            raise ValueError(f"VariableSpec {self.name}: init must be one of {INIT_KINDS}")
+        try:
+            get_input_kind(self.init)
+        except ValueError as err:
+            raise ValueError(f"VariableSpec {self.name}: {err}") from None
+        if init_kind(self.init) == "copy" and ":" not in self.init:
+            raise ValueError(f"VariableSpec {self.name}: init 'copy' needs 'copy:<variable>'")
         if self.count not in ("proposals", "one", "per_item", "memories", "input"):
             raise ValueError(f"VariableSpec {self.name}: bad count {self.count!r}")
         for out_name, space in self.outputs:
@@ -371,13 +354,19 @@ def merge_prototypes(task_names: Iterable[str]) -> List[VariableSpec]:
     return list(merged.values())
 
 
-def variable_owner(task_names: Iterable[str]) -> Dict[str, str]:
-    """Map variable name -> first requested task that declares it (whose inputs feed it)."""
-    owner: Dict[str, str] = {}
+def variable_declarers(task_names: Iterable[str]) -> Dict[str, List[str]]:
+    """Map variable name -> the requested tasks ('seg' first) declaring it, in request order; the
+    first one's inputs feed the variable."""
+    declarers: Dict[str, List[str]] = {}
     for task in ["seg"] + [t for t in task_names if t != "seg"]:
         for var in get_prototype(task).variables:
-            owner.setdefault(var.name, task)
-    return owner
+            declarers.setdefault(var.name, []).append(task)
+    return declarers
+
+
+def variable_owner(task_names: Iterable[str]) -> Dict[str, str]:
+    """Map variable name -> first requested task that declares it (whose inputs feed it)."""
+    return {name: tasks[0] for name, tasks in variable_declarers(task_names).items()}
 
 
 for _p in (SEG, CLASS, GROUNDING, SPATIAL, RETRIEVAL, INTERLEAVE, INTERLEAVE_RETRIEVAL):

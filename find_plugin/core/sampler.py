@@ -12,7 +12,8 @@ Prompt masks (strokes, points, boxes, reference masks; positive and negative) be
    (with level embedding) projected by ``mask_sptial_embed[l]`` (sampling and the linear
    projection commute, so the projection is applied to the sampled points);
 4. ``pn_indicator[0]`` is added to positive points and ``pn_indicator[1]`` to negative points;
-5. every point keeps the index of its prompt (used by indexed attention); padding index -2.
+5. every point keeps the index of its prompt (used by indexed attention); padding points get
+   ``NO_ITEM`` (-1; the official code pads with -2 / -7, which no prompt matches either).
 
 Points are sampled independently per level (as official). Pre-sampled points can be given
 instead: for each level, a list over images of dicts ``{"index": [P] long, "coords": [P, 2]
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PAD_INDEX = -2
+from .conventions import NO_ITEM
 
 
 def sample_prompt_points(
@@ -100,7 +101,7 @@ class VisualPromptSampler(nn.Module):
     ) -> List[Dict[str, torch.Tensor]]:
         """level_features: per level [B, C, h, w] (level embedding included); points: per level,
         per image (see module docstring). Returns per level {"tokens": [B, P, C], "padding":
-        [B, P] bool (True = pad), "index": [B, P] long (prompt id, PAD_INDEX on padding)}."""
+        [B, P] bool (True = pad), "index": [B, P] long (prompt id, NO_ITEM on padding)}."""
         if len(points) != len(level_features):
             raise ValueError(
                 f"points: expected {len(level_features)} levels, got {len(points)} "
@@ -114,7 +115,7 @@ class VisualPromptSampler(nn.Module):
             n_max = max([len(p["index"]) for p in per_image] + [1])
             dev = feat.device
             coords = torch.zeros(bsz, n_max, 2, device=dev, dtype=feat.dtype)
-            index = torch.full((bsz, n_max), PAD_INDEX, dtype=torch.long, device=dev)
+            index = torch.full((bsz, n_max), NO_ITEM, dtype=torch.long, device=dev)
             sign = torch.zeros(bsz, n_max, dtype=torch.long, device=dev)  # 1 pos, -1 neg, 0 pad
             for b, p in enumerate(per_image):
                 n = len(p["index"])

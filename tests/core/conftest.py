@@ -73,17 +73,17 @@ def make_inputs(bsz=2, seed=1, with_prev_mask=True):
     g_index = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1, 1]] * bsz)
     ent = torch.tensor([[-4, 0, 0, -4, 1, 1, -4, -4]] * bsz)
     tasks = {
-        "class": {"raw": raw(6), "token_mask": pad_mask(6, [4 + b for b in range(bsz)])},
+        "class": {"raw": raw(6), "token_padding": pad_mask(6, [4 + b for b in range(bsz)])},
         "grounding": {
             "raw": raw(9),
-            "token_mask": pad_mask(9, [9] + [6] * (bsz - 1)),
+            "token_padding": pad_mask(9, [9] + [6] * (bsz - 1)),
             "token_index": g_index,
         },
-        "retrieval": {"raw": raw(7), "token_mask": pad_mask(7, lens)},
+        "retrieval": {"raw": raw(7), "token_padding": pad_mask(7, lens)},
         "spatial": spatial,
         "interleave": {
             "raw": raw(8),
-            "token_mask": pad_mask(8, [8] + [7] * (bsz - 1)),
+            "token_padding": pad_mask(8, [8] + [7] * (bsz - 1)),
             "token_entity": ent,
             "entity_is_visual": torch.tensor([[True, False]] * bsz),
             "pos_masks": [torch.cat([p[:1], torch.zeros_like(p[:1])]) for p in prompts(counts)],

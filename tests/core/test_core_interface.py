@@ -2,8 +2,11 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from find_plugin.core.interface import FINDInterface
 from find_plugin.core.prototypes import get_prototype
+from find_plugin.core.sampler import sample_prompts
 
 ALL = ["class", "grounding", "retrieval", "spatial", "interleave"]
 
@@ -69,8 +72,8 @@ def test_core_interface_batch_consistency(tiny, tiny_model):
                 }
             # image alone: trim the padded tokens of this image
             for name in ("grounding", "retrieval", "class", "interleave"):
-                keep = ~one[name]["token_mask"][0]
-                for k in ("tokens", "token_mask", "token_index", "token_entity"):
+                keep = ~one[name]["token_padding"][0]
+                for k in ("tokens", "token_padding", "token_index", "token_entity"):
                     if k in one[name]:
                         one[name][k] = one[name][k][:, keep]
             single = tiny_model([f[b : b + 1] for f in feats], mf[b : b + 1], one)
@@ -229,8 +232,8 @@ def test_core_interface_no_nan_fully_masked(tiny, tiny_model):
     feats, mf, tasks = tiny.inputs(bsz=2)
     tasks = tiny.project(tiny_model, tasks)
     # all grounding tokens padded for image 1: its description queries have no key
-    tasks["grounding"]["token_mask"] = tasks["grounding"]["token_mask"].clone()
-    tasks["grounding"]["token_mask"][1] = True
+    tasks["grounding"]["token_padding"] = tasks["grounding"]["token_padding"].clone()
+    tasks["grounding"]["token_padding"][1] = True
     tiny_model.train()
     out = tiny_model(feats, mf, tasks, class_bank=torch.randn(5, 64))
     total = sum(v.sum() for v in out.values() if torch.is_tensor(v) and v.is_floating_point())
@@ -257,4 +260,97 @@ def test_prev_mask_with_wrong_count_is_a_clear_error(tiny, tiny_model):
     tasks = {"spatial": tasks["spatial"]}
     tasks["spatial"]["prev_mask"] = torch.randn(2, 3, *tiny.mask_size)
     with pytest.raises(ValueError, match=r"\['prev_mask'\] must be \[B=2, 1 or"):
+        tiny_model(feats, mf, tasks)
+
+
+def test_core_interface_input_proj_equals_projecting_by_hand(tiny, tiny_model):
+    """input_proj[l] runs first: level embedding, positional encoding, image keys and the
+    visual-prompt sampler all see the projected maps (official prepare_vision_features)."""
+    feats, mf, tasks = tiny.inputs(bsz=2)
+    tasks = tiny.project(tiny_model, {k: tasks[k] for k in ("spatial", "interleave", "class")})
+    proj = FINDInterface(**tiny.config, enforce_input_proj=True).eval()
+    missing, unexpected = proj.load_state_dict(tiny_model.state_dict(), strict=False)
+    assert sorted(missing) == [f"input_proj.{i}.{p}" for i in range(3) for p in ("bias", "weight")]
+    assert not unexpected
+    with torch.no_grad():
+        for conv in proj.input_proj:
+            conv.weight.normal_(0, 0.2)
+            conv.bias.normal_(0, 0.5)
+        gen = torch.Generator
+        out = proj(feats, mf, tasks, generator=gen().manual_seed(0))
+        by_hand = [F.conv2d(f, c.weight, c.bias) for f, c in zip(feats, proj.input_proj)]
+        ref = tiny_model(by_hand, mf, tasks, generator=gen().manual_seed(0))
+        plain = tiny_model(feats, mf, tasks, generator=gen().manual_seed(0))
+    for name in ("pred_masks", "pred_smasks", "pred_pspatials", "pred_interleave_image"):
+        torch.testing.assert_close(out[name], ref[name], atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(out[name], plain[name], atol=1e-3)  # the projection matters
+
+
+def test_core_interface_input_proj_channels_and_init(tiny):
+    """in_channels != hidden_dim: 1x1 convs (c2_xavier_fill: kaiming-uniform a=1, zero bias),
+    named input_proj.{l}; the default has no input_proj keys; features must have in_channels."""
+    torch.manual_seed(0)
+    model = FINDInterface(**tiny.config, in_channels=48).eval()
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items() if "input_proj" in k}
+    c = tiny.config["hidden_dim"]
+    assert shapes == {
+        **{f"input_proj.{i}.weight": (c, 48, 1, 1) for i in range(3)},
+        **{f"input_proj.{i}.bias": (c,) for i in range(3)},
+    }
+    w = torch.stack([m.weight for m in model.input_proj]).detach()
+    bound = (3 / 48) ** 0.5  # gain 1 (a = 1): U(-sqrt(3 / fan_in), sqrt(3 / fan_in))
+    assert w.abs().max() <= bound and abs(w.std().item() - bound / 3**0.5) < 0.05 * bound
+    assert all(not m.bias.any() for m in model.input_proj)
+    assert not any("input_proj" in k for k in FINDInterface(**tiny.config).state_dict())
+    feats, mf, _ = tiny.inputs(bsz=1)
+    with pytest.raises(ValueError, match=r"features\[0\] must be \[B=1, in_channels=48"):
+        model(feats, mf, {})
+    wide = [torch.randn(1, 48, *f.shape[-2:]) for f in feats]
+    with torch.no_grad():
+        assert model(wide, mf, {})["pred_masks"].shape[:2] == (1, tiny.config["num_queries"])
+
+
+def _interleave_pair(tiny, model):
+    feats, mf, tasks = tiny.inputs(bsz=2)
+    inter = tiny.project(model, {"interleave": tasks["interleave"]})["interleave"]
+    return feats, mf, inter
+
+
+def test_core_interface_shared_variable_inputs_must_agree(tiny, tiny_model):
+    """interleave and interleave_retrieval share their legend / visual-prompt variables: equal
+    inputs are fine (same result as one task), contradicting ones are a clear error."""
+    feats, mf, inter = _interleave_pair(tiny, tiny_model)
+    gen = torch.Generator
+    clone = {
+        k: (v.clone() if torch.is_tensor(v) else [m.clone() for m in v]) for k, v in inter.items()
+    }
+    with torch.no_grad():
+        alone = tiny_model(feats, mf, {"interleave": inter}, generator=gen().manual_seed(0))
+        for second in (inter, clone, {}):
+            both = tiny_model(
+                feats,
+                mf,
+                {"interleave": inter, "interleave_retrieval": second},
+                generator=gen().manual_seed(0),
+            )
+            assert torch.equal(both["pred_interleave_image"], alone["pred_interleave_image"])
+    changed_tokens = dict(clone, tokens=clone["tokens"] + 1)
+    pattern = r"'interleave' and 'interleave_retrieval'.*'tokens_interleave_legend'.*'tokens'"
+    with pytest.raises(ValueError, match=pattern):
+        tiny_model(feats, mf, {"interleave": inter, "interleave_retrieval": changed_tokens})
+    moved = dict(clone, pos_masks=[m.roll(5, dims=-1) for m in clone["pos_masks"]])
+    pattern = r"'interleave' and 'interleave_retrieval'.*'tokens_vision_spatial_'.*'pos_masks'"
+    with pytest.raises(ValueError, match=pattern):
+        tiny_model(feats, mf, {"interleave": inter, "interleave_retrieval": moved})
+    # the same prompts, pre-sampled: a key only the second task gives is not silently dropped
+    points = {"points": sample_prompts(inter["pos_masks"], None, num_levels=3, max_points=40)}
+    with pytest.raises(ValueError, match="'tokens_vision_spatial_'.*'points'"):
+        tiny_model(feats, mf, {"interleave": inter, "interleave_retrieval": points})
+
+
+def test_core_interface_old_token_mask_name_is_a_clear_error(tiny, tiny_model):
+    feats, mf, tasks = tiny.inputs(bsz=1)
+    tasks = tiny.project(tiny_model, {"retrieval": tasks["retrieval"]})
+    tasks["retrieval"]["token_mask"] = tasks["retrieval"].pop("token_padding")
+    with pytest.raises(ValueError, match="'token_mask' is now 'token_padding'"):
         tiny_model(feats, mf, tasks)

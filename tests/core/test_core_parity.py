@@ -70,7 +70,7 @@ def official_extra_to_tasks(extra, task, trace=None):
     if "class_tokens_emb" in extra and task in ("class", "seg"):
         tasks["class"] = {
             "tokens": extra["class_tokens_emb"].transpose(0, 1),
-            "token_mask": extra["class_tokens_mask"],
+            "token_padding": extra["class_tokens_mask"],
         }
     if task == "class":
         return tasks
@@ -86,19 +86,19 @@ def official_extra_to_tasks(extra, task, trace=None):
     if "grounding_tokens" in extra:
         tasks["grounding"] = {
             "tokens": extra["grounding_tokens"].transpose(0, 1),
-            "token_mask": extra["grounding_nonzero_mask"],
+            "token_padding": extra["grounding_nonzero_mask"],
             "token_index": extra["grounding_token_indices"].t(),
             "query_index": extra["grounding_query_indices"].t(),
         }
     if "retrieval_tokens" in extra:
         tasks["retrieval"] = {
             "tokens": extra["retrieval_tokens"].transpose(0, 1),
-            "token_mask": extra["retrieval_nonzero_mask"],
+            "token_padding": extra["retrieval_nonzero_mask"],
         }
     if "interleave_tokens" in extra:
         tasks["interleave"] = {
             "tokens": extra["interleave_tokens"].transpose(0, 1),
-            "token_mask": extra["interleave_nonzero_mask"],
+            "token_padding": extra["interleave_nonzero_mask"],
             "token_entity": extra["interleave_entity_indices"].t().round().long(),
             "entity_is_visual": extra["interleave_isvisual"].t() > 0.5,
             "query_index": extra["interleave_query_indices"].t(),

@@ -14,6 +14,12 @@ from find_plugin.core.prototypes import (
     register_prototype,
     unregister_prototype,
 )
+from find_plugin.core.variables import (
+    VariableRows,
+    list_input_kinds,
+    register_input_kind,
+    unregister_input_kind,
+)
 
 
 def test_core_prototypes_builtins_registered():
@@ -167,3 +173,86 @@ def test_core_prototypes_attention_tables():
     assert img[rows].tolist() == [[False, True, False], [True, True, True]]
     assert img[lay.slices["queries_vision_image"][0]].all()
     assert not img[lay.slices["queries_language_caption"][0]].any()
+
+
+def _scaled_rows(interface, spec, inputs, ctx):
+    """Toy input kind: rows = values * scale, padded after ``lengths[b]`` rows."""
+    values = inputs["values"]  # [B, n, C]
+    n = values.shape[1]
+    padding = torch.arange(n)[None, :] >= inputs["lengths"][:, None]
+    assert ctx.batch_size == values.shape[0] and len(ctx.level_features) == interface.num_levels
+    content = values * inputs.get("scale", 1.0)
+    return VariableRows(content, torch.zeros_like(content), padding=padding)
+
+
+def test_core_prototypes_new_input_kind_from_outside(tiny, tiny_model):
+    """A test file registers a NEW input kind and a task using it; forward runs it unedited."""
+    register_input_kind("toy_scaled_rows", _scaled_rows)
+    toy = TaskPrototype(
+        "toy_scaled",
+        (
+            VariableSpec(
+                "queries_toy_scaled",
+                "query",
+                "copy:queries_vision_image",
+                "one",
+                CrossRule(("tokens_toy_scaled",), "padding"),
+                ("queries_toy_scaled",),
+                (("pred_toy_scaled", "semantic"),),
+            ),
+            VariableSpec(
+                "tokens_toy_scaled",
+                "token",
+                "toy_scaled_rows",
+                "input",
+                None,
+                ("tokens_toy_scaled",),
+            ),
+        ),
+    )
+    register_prototype(toy)
+    try:
+        feats, mf, _ = tiny.inputs(bsz=2)
+        values = torch.randn(2, 5, tiny.config["hidden_dim"])
+        inp = {"values": values, "lengths": torch.tensor([5, 3]), "scale": 2.0}
+        padded_changed = values.clone()
+        padded_changed[1, 3:] += 1.0  # rows after lengths[1] are padding
+        with torch.no_grad():
+            out = tiny_model(feats, mf, {"toy_scaled": inp})
+            same = tiny_model(feats, mf, {"toy_scaled": dict(inp, values=padded_changed)})
+            scaled = tiny_model(feats, mf, {"toy_scaled": dict(inp, scale=3.0)})
+        assert out["pred_toy_scaled"].shape == (2, 1, tiny.config["dim_proj"])
+        assert len(out["aux_outputs"]) == tiny.config["num_layers"]
+        assert "pred_toy_scaled" in out["aux_outputs"][0]
+        torch.testing.assert_close(same["pred_toy_scaled"], out["pred_toy_scaled"])  # padding
+        assert not torch.allclose(scaled["pred_toy_scaled"], out["pred_toy_scaled"])  # reads it
+        assert torch.equal(scaled["pred_masks"], out["pred_masks"])  # isolated from 'seg'
+    finally:
+        unregister_prototype("toy_scaled")
+        unregister_input_kind("toy_scaled_rows")
+    assert "toy_scaled_rows" not in list_input_kinds()
+
+
+def test_core_prototypes_unknown_input_kind_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"queries_x: unknown input kind 'no_such_kind'.*tokens"):
+        VariableSpec("queries_x", "query", "no_such_kind", "one")
+    with pytest.raises(ValueError, match="copy:<variable>"):
+        VariableSpec("queries_x", "query", "copy", "one")
+    with pytest.raises(KeyError, match="already registered"):
+        register_input_kind("tokens", _scaled_rows)
+
+
+def test_core_prototypes_indexed_attention_no_item_matches_nothing():
+    """Indexed attention: a real row or key of no item (NO_ITEM, or the official -4 of a text
+    token of the legend) is never matched, not even by another NO_ITEM."""
+    specs = merge_prototypes(["spatial"])
+    counts = {"proposals_vision_object": 1, "queries_vision_spatial": 2, "tokens_vision_spatial": 3}
+    lay = _layout(specs, counts)
+    index = torch.full((1, lay.length), -1, dtype=torch.long)
+    index[0, slice(*lay.slices["queries_vision_spatial"])] = torch.tensor([-4, 0])
+    index[0, slice(*lay.slices["tokens_vision_spatial"])] = torch.tensor([-4, 0, -1])
+    ca = am.token_cross_allowed(_layout(specs, counts, index))[0]
+    block = ca[
+        slice(*lay.slices["queries_vision_spatial"]), slice(*lay.slices["tokens_vision_spatial"])
+    ]
+    assert block.tolist() == [[False, False, False], [False, True, False]]

@@ -4,13 +4,9 @@ import torch
 import torch.nn.functional as F
 
 from find_plugin.core.class_bank import TRAIN_TEMPLATES, ClassBank, build_class_bank, class_prompts
-from find_plugin.core.entity_map import NO_ENTITY, entity_token_masks, token_entity_map
-from find_plugin.core.sampler import (
-    PAD_INDEX,
-    VisualPromptSampler,
-    sample_prompt_points,
-    sample_prompts,
-)
+from find_plugin.core.conventions import NO_ITEM
+from find_plugin.core.entity_map import entity_token_masks, token_entity_map
+from find_plugin.core.sampler import VisualPromptSampler, sample_prompt_points, sample_prompts
 
 
 def test_core_sampler_keeps_all_points_in_order_and_normalises_by_own_size():
@@ -48,7 +44,7 @@ def test_core_sampler_tokens_match_project_then_sample():
         tok, pad, idx = out[lvl]["tokens"], out[lvl]["padding"], out[lvl]["index"]
         assert tok.shape == (2, 3, 8)
         assert pad.tolist() == [[False, False, False], [False, True, True]]
-        assert idx.tolist() == [[0, 1, 1], [0, PAD_INDEX, PAD_INDEX]]
+        assert idx.tolist() == [[0, 1, 1], [0, NO_ITEM, NO_ITEM]]
         # official order: project the whole map, then point_sample (align_corners=True)
         proj = torch.einsum("bchw,cd->bdhw", feats[lvl], s.mask_sptial_embed[lvl])
         c = pts[lvl][0]["coords"]
@@ -75,8 +71,10 @@ def test_core_entity_map_offsets():
     ]
     ent = token_entity_map(offsets, spans)
     assert sentence[4:17] == "[INTERACTIVE]"
-    assert ent.tolist() == [NO_ENTITY, NO_ENTITY, 0, 0, 0, NO_ENTITY, NO_ENTITY, NO_ENTITY, 1, 1]
+    assert ent.tolist() == [NO_ITEM, NO_ITEM, 0, 0, 0, NO_ITEM, NO_ITEM, NO_ITEM, 1, 1]
     assert entity_token_masks(ent, 2).sum(1).tolist() == [3, 2]
+    official = torch.where(ent < 0, -4, ent)  # official "no entity" value: the same membership
+    assert torch.equal(entity_token_masks(official, 2), entity_token_masks(ent, 2))
 
 
 def test_core_class_bank(tiny, tiny_model):

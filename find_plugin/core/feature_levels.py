@@ -1,0 +1,108 @@
+"""Image side of the FIND interface: input projection, level embedding, positional encoding.
+
+Official order (``prepare_vision_features`` of the FIND decoder), per level l:
+
+1. ``proj_l = input_proj[l](x_l)``: a 1x1 convolution from the pixel decoder's channels to
+   ``hidden_dim`` when they differ (or when the projection is enforced), otherwise the identity;
+2. ``src_l = proj_l + level_embed[l]``: the image keys/values of the layers reading level l, and
+   the map the visual-prompt sampler samples (after its own ``mask_sptial_embed[l]``);
+3. ``pos_l = sine(x_l)``: the 2-D sine encoding, which depends only on the map's size, so taking it
+   of the projected or of the raw map is the same.
+"""
+
+from dataclasses import dataclass
+from typing import List, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from .layers import sine_position_encoding
+
+
+def c2_xavier_fill(module: nn.Module) -> nn.Module:
+    """Caffe2's "XavierFill" as detectron2 names it: kaiming-uniform weight with a = 1, zero bias
+    (the official initialisation of ``input_proj``)."""
+    nn.init.kaiming_uniform_(module.weight, a=1)
+    if module.bias is not None:
+        nn.init.zeros_(module.bias)
+    return module
+
+
+def build_input_proj(
+    *, in_channels: int, hidden_dim: int, num_levels: int, enforce: bool
+) -> nn.ModuleList:
+    """Per level a 1x1 ``nn.Conv2d(in_channels, hidden_dim)`` (state keys ``{l}.weight/bias``)
+    when ``in_channels != hidden_dim`` or ``enforce``; otherwise ``nn.Identity`` (no keys)."""
+    if in_channels != hidden_dim or enforce:
+        return nn.ModuleList(
+            c2_xavier_fill(nn.Conv2d(in_channels, hidden_dim, kernel_size=1))
+            for _ in range(num_levels)
+        )
+    return nn.ModuleList(nn.Identity() for _ in range(num_levels))
+
+
+@dataclass
+class FeatureLevels:
+    """The image features of every level, ready for the layers and the visual-prompt sampler.
+
+    ``maps[l]`` [B, C, h_l, w_l]: projected features + level embedding (sampled by the sampler);
+    ``src[l]`` [B, h_l*w_l, C]: the same, flattened (content-attention keys/values);
+    ``pos[l]`` [B, h_l*w_l, C]: sine positional encoding (added to the keys);
+    ``sizes[l]`` (h_l, w_l).
+    """
+
+    maps: List[torch.Tensor]
+    src: List[torch.Tensor]
+    pos: List[torch.Tensor]
+    sizes: List[Tuple[int, int]]
+
+    @property
+    def batch_size(self) -> int:
+        return self.maps[0].shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.maps[0].device
+
+
+def check_features(
+    features: Sequence[torch.Tensor],
+    mask_features: torch.Tensor,
+    *,
+    num_levels: int,
+    in_channels: int,
+) -> int:
+    """Validate the pixel-decoder outputs; returns the batch size."""
+    if len(features) != num_levels:
+        raise ValueError(f"features: expected {num_levels} levels, got {len(features)}")
+    bsz = features[0].shape[0]
+    for lvl, f in enumerate(features):
+        if f.dim() != 4 or f.shape[:2] != (bsz, in_channels):
+            raise ValueError(
+                f"features[{lvl}] must be [B={bsz}, in_channels={in_channels}, h, w], "
+                f"got {tuple(f.shape)}"
+            )
+    if mask_features.dim() != 4 or mask_features.shape[0] != bsz:
+        raise ValueError(
+            f"mask_features must be [B={bsz}, mask_dim, H/4, W/4], got {tuple(mask_features.shape)}"
+        )
+    return bsz
+
+
+def prepare_levels(
+    features: Sequence[torch.Tensor],
+    *,
+    input_proj: nn.ModuleList,
+    level_embed: nn.Embedding,
+    hidden_dim: int,
+) -> FeatureLevels:
+    """features[l] [B, in_channels, h_l, w_l] -> :class:`FeatureLevels` (official order above)."""
+    maps, src, pos, sizes = [], [], [], []
+    for lvl, x in enumerate(features):
+        f = input_proj[lvl](x) + level_embed.weight[lvl][None, :, None, None]
+        maps.append(f)
+        src.append(f.flatten(2).transpose(1, 2))
+        pe = sine_position_encoding(f, num_pos_feats=hidden_dim // 2)
+        pos.append(pe.flatten(2).transpose(1, 2))
+        sizes.append(tuple(f.shape[-2:]))
+    return FeatureLevels(maps, src, pos, sizes)
