@@ -17,6 +17,8 @@ from typing import List, Sequence
 import torch
 from torch import nn
 
+from .text_pass import zero_feature_pass
+
 EVAL_TEMPLATE = "Describe the concept of {}."
 TRAIN_TEMPLATES = (
     "{}.",
@@ -33,9 +35,6 @@ TRAIN_TEMPLATES = (
     "I am seeing an image of {}.",
 )
 BACKGROUND = "background"
-# Official size of the zero features used to build the bank: levels 20/40/80, mask features 160.
-ZERO_FEATURE_SIZES = ((20, 20), (40, 40), (80, 80))
-ZERO_MASK_FEATURE_SIZE = (160, 160)
 
 
 def clean_class_name(name: str) -> str:
@@ -54,33 +53,25 @@ def class_prompts(class_names: Sequence[str], template: str = EVAL_TEMPLATE) -> 
     return [template.format(n) for n in names]
 
 
-@torch.no_grad()
 def build_class_bank(
     interface: nn.Module,
     tokens: torch.Tensor,
-    token_mask: torch.Tensor,
+    token_padding: torch.Tensor,
     *,
     batch_size: int = 16,
 ) -> torch.Tensor:
-    """Run task 'class' on zero features. tokens [K, T, dim_proj] (projected), token_mask [K, T]
-    (True = padding) -> bank [K, dim_proj]. Each class is independent of the others, so batching
-    gives the same rows as the official one-class-at-a-time loop."""
-    if tokens.dim() != 3 or token_mask.shape != tokens.shape[:2]:
-        raise ValueError("tokens must be [K, T, C] and token_mask [K, T]")
-    was_training = interface.training
-    interface.eval()
-    rows = []
-    c = tokens.shape[-1]
-    mask_dim = interface.heads.mask_embed.layers[-1].out_features
-    for s in range(0, tokens.shape[0], batch_size):
-        tk, tm = tokens[s : s + batch_size], token_mask[s : s + batch_size]
-        b = tk.shape[0]
-        feats = [tk.new_zeros(b, c, h, w) for h, w in ZERO_FEATURE_SIZES]
-        mf = tk.new_zeros(b, mask_dim, *ZERO_MASK_FEATURE_SIZE)
-        out = interface(feats, mf, {"class": {"tokens": tk, "token_padding": tm}})
-        rows.append(out["pred_retrievals_class"][:, 0])
-    interface.train(was_training)
-    return torch.cat(rows)
+    """Run task 'class' on zero features. tokens [K, T, dim_proj] (projected), token_padding
+    [K, T] (True = padded) -> bank [K, dim_proj]. Each class is independent of the others, so
+    batching gives the same rows as the official one-class-at-a-time loop."""
+    if tokens.dim() != 3 or token_padding.shape != tokens.shape[:2]:
+        raise ValueError(
+            f"tokens must be [K, T, C] and token_padding [K, T], got {tuple(tokens.shape)} and "
+            f"{tuple(token_padding.shape)}"
+        )
+    inputs = {"tokens": tokens, "token_padding": token_padding}
+    return zero_feature_pass(
+        interface, "class", inputs, "pred_retrievals_class", batch_size=batch_size
+    )
 
 
 class ClassBank(nn.Module):

@@ -259,7 +259,7 @@ def test_item_rows_follow_item_padding_not_position():
 
 
 def test_item_rows_must_match_target_count():
-    outputs = U.make_outputs(n_aux=0)
+    outputs = U.make_outputs(n_aux=0, P=3)
     targets = U.make_targets()
     crit = FINDCriterion(num_classes=3, num_points=None, losses=("spatials",))
     with pytest.raises(KeyError, match="item_padding"):
