@@ -176,7 +176,9 @@ class FINDCriterion(nn.Module):
             layers += [(f"_{i}", out) for i, out in enumerate(aux)]
         result = {}
         for suffix, out in layers:
-            for name, value in self.layer_losses(out, targets, logit_scale, num_masks, rows).items():
+            for name, value in self.layer_losses(
+                out, targets, logit_scale, num_masks, rows
+            ).items():
                 result[f"loss_{name}{suffix}"] = value * self.weights[name]
         return result
 
@@ -260,8 +262,7 @@ class FINDCriterion(nn.Module):
         gquery = _get(outputs, "pred_grounding_query")
         tmasks = [_get(t, "grounding_masks", b) for b, t in enumerate(targets)]
         logits = [
-            grounding_logits(gtexts[b], gquery[b, rows[b]], logit_scale)
-            for b in range(len(tmasks))
+            grounding_logits(gtexts[b], gquery[b, rows[b]], logit_scale) for b in range(len(tmasks))
         ]
         indices = self.grounding_matcher.match_by_logits(
             [lg.detach() for lg in logits], gmasks.detach(), tmasks
@@ -317,7 +318,9 @@ class FINDCriterion(nn.Module):
         logits = []
         for b, r in enumerate(rows):
             vis = torch.as_tensor(_get(targets[b], "interleave_is_visual", b), device=im_emb.device)
-            logits.append(interleave_logits(im_emb[b], ent_pix[b, r], ic_emb[b], ent_cls[b, r], vis))
+            logits.append(
+                interleave_logits(im_emb[b], ent_pix[b, r], ic_emb[b], ent_cls[b, r], vis)
+            )
         out = self._prompted_terms(
             "interleave",
             self.interleave_matcher,

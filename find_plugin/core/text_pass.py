@@ -50,7 +50,9 @@ def zero_feature_pass(
         for s in range(0, n, batch_size):
             chunk: Dict[str, object] = {k: v[s : s + batch_size] for k, v in inputs.items()}
             b = min(batch_size, n - s)
-            feats = [ref.new_zeros(b, in_channels, h, w, dtype=dtype) for h, w in ZERO_FEATURE_SIZES]
+            feats = [
+                ref.new_zeros(b, in_channels, h, w, dtype=dtype) for h, w in ZERO_FEATURE_SIZES
+            ]
             mf = ref.new_zeros(b, mask_dim, *ZERO_MASK_FEATURE_SIZE, dtype=dtype)
             rows.append(interface(feats, mf, {task: chunk})[output][:, 0])
     finally:

@@ -19,7 +19,7 @@ __all__ = ["TaskBatch", "prepare_batch", "criterion_loss_groups", "task_losses"]
 
 @dataclass
 class TaskBatch:
-    """``samples[task][b]``, interface ``inputs`` ({prototype: inputs}) and per-image ``targets``."""
+    """``samples[task][b]``, interface ``inputs`` ({prototype: inputs}), per-image ``targets``."""
 
     samples: Dict[str, List[dict]]
     inputs: Dict[str, dict]

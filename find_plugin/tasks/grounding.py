@@ -147,4 +147,3 @@ def _as_masks(sentence, size) -> torch.Tensor:
             f"the image is {tuple(size)}"
         )
     return masks
-

@@ -64,7 +64,9 @@ class InteractiveTask(FINDTask):
             masks = masks[torch.randperm(len(masks), generator=generator)[:k]]
             pos = torch.stack(
                 [
-                    simulate_prompt(m, sample_prompt_kind(generator, self.kinds), generator=generator)
+                    simulate_prompt(
+                        m, sample_prompt_kind(generator, self.kinds), generator=generator
+                    )
                     for m in masks
                 ]
             )

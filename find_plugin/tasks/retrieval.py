@@ -80,4 +80,3 @@ class RetrievalTask(FINDTask):
     def image_embeddings(outputs) -> torch.Tensor:
         """[B, dim_proj] image embeddings of a pass (the pooled image query)."""
         return outputs["pred_retrievals"][:, 0]
-

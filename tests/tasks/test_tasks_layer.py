@@ -113,7 +113,9 @@ def test_grounding_packing_deduplicates_phrases_and_indexes_queries(records):
 def test_grounding_falls_back_to_class_prompts_without_sentences(records):
     for r in records:
         r["groundings"] = []
-    batch = prepare(records, tiny_interface(), tasks=[build_task("grounding", class_names=T.CLASSES)])
+    batch = prepare(
+        records, tiny_interface(), tasks=[build_task("grounding", class_names=T.CLASSES)]
+    )
     for s in batch.samples["grounding"]:
         assert s["mode"] == "class"
         assert all(any(c in p.text for c in ("person", "dog", "sky")) for p in s["phrases"])
