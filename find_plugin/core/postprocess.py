@@ -6,7 +6,7 @@ with :func:`resize_mask_logits` when the result is meant for evaluation). Catego
 contiguous in [0, K) (detectron2 convention).
 """
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from .similarity import grounding_logits, interleave_logits, spatial_logits
 
 __all__ = [
+    "RESIZE_RULES",
+    "ResizeRule",
     "resize_mask_logits",
     "semantic_inference",
     "panoptic_inference",
@@ -24,29 +26,78 @@ __all__ = [
 ]
 
 
+class ResizeRule(NamedTuple):
+    """How one task's stride-4 mask logits reach the output size (two ``F.interpolate`` calls).
+
+    Attributes:
+        to_padded: ``(mode, antialias)`` of the resize to the padded input size.
+        to_output: ``(mode, antialias)`` of the resize of the cropped map to the output size.
+    """
+
+    to_padded: Tuple[str, bool]
+    to_output: Tuple[str, bool]
+
+
+# The official evaluate_* functions (find_model.py) per task. ``sem_seg_postprocess`` (crop, then
+# bicubic with antialias=True to the output size) ends the generic, grounding and interleave paths.
+# Antialiased bicubic is not plain bicubic even when upsampling: torch's antialiased kernel uses the
+# cubic coefficient a = -0.5 (PIL), the plain one a = -0.75.
+RESIZE_RULES: Dict[str, ResizeRule] = {
+    "generic": ResizeRule(("bilinear", False), ("bicubic", True)),
+    "grounding": ResizeRule(("bilinear", False), ("bicubic", True)),
+    "interleave": ResizeRule(("bicubic", True), ("bicubic", True)),
+    "interactive": ResizeRule(("bicubic", False), ("bicubic", False)),
+}
+
+
 def resize_mask_logits(
     mask_logits: torch.Tensor,
     *,
     padded_size: Tuple[int, int],
     image_size: Tuple[int, int],
     output_size: Tuple[int, int],
-    mode: str = "bilinear",
+    task: str = "generic",
+    mode: Optional[str] = None,
 ) -> torch.Tensor:
-    """Stride-4 logits [N, h, w] -> [N, out_h, out_w].
+    """Stride-4 logits [N, h, w] -> [N, out_h, out_w] as the official evaluation of ``task`` does.
 
     Upsample to the padded input size, crop the valid ``image_size`` (the resized image before
-    padding), then resize to ``output_size`` (original image). ``mode`` "bilinear" (segmentation) or
-    "bicubic" (interactive).
+    padding), then resize to ``output_size`` (original image). ``align_corners=False`` throughout.
+    Per task (:data:`RESIZE_RULES`, official ``find_model.py``):
+
+    * ``"generic"`` (``evaluate``: semantic / instance / panoptic) and ``"grounding"``
+      (``evaluate_grounding``): bilinear to the padded size; ``sem_seg_postprocess`` then crops and
+      resizes with bicubic, ``antialias=True``.
+    * ``"interleave"`` (``evaluate_interleave_grounding``): bicubic with ``antialias=True`` for both
+      steps. The official code calls ``sem_seg_postprocess`` on the stride-4 logits directly, i.e.
+      one antialiased-bicubic resize from stride 4 to the output size, and its crop (image size
+      applied to the stride-4 map) removes nothing. Ours crops the padding away; both agree when the
+      image needs no padding and the output size is the image size (see docs/parity.md).
+    * ``"interactive"`` (``evaluate_interactive``): plain bicubic (no antialiasing) for both
+      steps; the mask is then thresholded at ``sigmoid > 0.5``.
+
+    ``mode`` (optional) overrides the rule: that mode for both steps, no antialiasing.
     """
     if mask_logits.dim() != 3:
         raise ValueError(f"mask_logits must be [N, h, w], got {tuple(mask_logits.shape)}")
     if image_size[0] > padded_size[0] or image_size[1] > padded_size[1]:
         raise ValueError(f"image_size {image_size} exceeds padded_size {padded_size}")
+    if mode is not None:
+        rule = ResizeRule((mode, False), (mode, False))
+    elif task in RESIZE_RULES:
+        rule = RESIZE_RULES[task]
+    else:
+        raise ValueError(f"task must be one of {sorted(RESIZE_RULES)}, got {task!r}")
     x = mask_logits.unsqueeze(0)
-    x = F.interpolate(x, size=tuple(padded_size), mode=mode, align_corners=False)
+    x = _interpolate(x, padded_size, *rule.to_padded)
     x = x[:, :, : image_size[0], : image_size[1]]
-    x = F.interpolate(x, size=tuple(output_size), mode=mode, align_corners=False)
+    x = _interpolate(x, output_size, *rule.to_output)
     return x[0]
+
+
+def _interpolate(x: torch.Tensor, size, mode: str, antialias: bool) -> torch.Tensor:
+    size = tuple(int(s) for s in size)
+    return F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=antialias)
 
 
 def _check_pair(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> None:

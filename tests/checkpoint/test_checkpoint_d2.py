@@ -8,6 +8,9 @@ import shutil
 import pytest
 import torch
 
+# Module-level on purpose: a missing or broken detectron2 must fail these tests, not skip them.
+from detectron2.config import get_cfg
+
 from find_plugin.checkpoint import (
     MODEL_ZOO,
     IncompatibleCheckpointError,
@@ -17,8 +20,7 @@ from find_plugin.checkpoint import (
     load_weights,
     save_checkpoint,
 )
-
-pytest.importorskip("detectron2")
+from find_plugin.d2 import FINDCheckpointer, add_find_weights_config
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +45,6 @@ def _same(model, state):
 
 
 def _ckpt(model, **kw):
-    from find_plugin.d2 import FINDCheckpointer
-
     return FINDCheckpointer(model, **kw)
 
 
@@ -142,10 +142,6 @@ def test_d2_resume_of_its_own_files(files, ckpt_parity_model, tmp_path):
 
 
 def test_d2_config_options(ckpt_parity_model):
-    from detectron2.config import get_cfg
-
-    from find_plugin.d2 import FINDCheckpointer, add_find_weights_config
-
     cfg = add_find_weights_config(get_cfg())
     assert list(cfg.MODEL.FIND_WEIGHTS.DROP) == ["text_tower"]
     cfg.merge_from_list(["MODEL.FIND_WEIGHTS.ALLOW_ABSENT", ["interface"]])

@@ -63,9 +63,32 @@ def test_failed_write_keeps_the_existing_file(tmp_path):
     path = str(tmp_path / "m.pth")
     save_checkpoint(path, _model().state_dict(), meta={"iter": 1})
     with pytest.raises(CheckpointFormatError):
-        save_checkpoint(path, {"w": "not a tensor"})
+        save_checkpoint(path, {"w": "not a tensor"})  # refused before any file is opened
     assert load_checkpoint(path)["meta"] == {"iter": 1}
     assert [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")] == []
+
+
+def test_write_failing_midway_removes_temp_and_keeps_destination(tmp_path, monkeypatch):
+    """The serialiser fails after writing part of the new file (disk full, killed worker...)."""
+    path = tmp_path / "m.pth"
+    save_checkpoint(str(path), _model().state_dict(), meta={"iter": 1})
+    before = path.read_bytes()
+    temp_files = []
+
+    def failing_save(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        f.flush()
+        temp_files.extend(p for p in os.listdir(tmp_path) if p.startswith(".tmp-"))
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(str(path), _model().state_dict(), meta={"iter": 2})
+    monkeypatch.undo()
+    assert len(temp_files) == 1  # the write did start, in a temporary file next to the target
+    assert os.listdir(tmp_path) == ["m.pth"]  # ... which is gone
+    assert path.read_bytes() == before  # the old checkpoint is intact, byte for byte
+    assert load_checkpoint(str(path))["meta"] == {"iter": 1}
 
 
 def test_mismatches_are_listed_not_skipped():

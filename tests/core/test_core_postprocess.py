@@ -127,6 +127,33 @@ def test_resize_mask_logits_crop_and_resize():
         resize_mask_logits(logits, padded_size=(4, 4), image_size=(8, 4), output_size=(4, 4))
 
 
+def test_resize_mask_logits_task_rules():
+    """Each task's padding crop holds for every rule; the kernels differ (official parity of each
+    kernel: test_core_official_postprocess.py)."""
+    big = torch.full((1, 8, 8), 100.0)
+    big[:, :6, :7] = 1.0  # valid part plus the two neighbours bicubic reads
+    outs = {}
+    for task in ("generic", "grounding", "interleave", "interactive"):
+        outs[task] = resize_mask_logits(
+            big, padded_size=(32, 32), image_size=(16, 20), output_size=(8, 10), task=task
+        )
+        assert outs[task].shape == (1, 8, 10)
+        assert torch.allclose(outs[task], torch.ones(1, 8, 10), atol=1e-4), task
+    ramp = torch.linspace(-3, 3, 16).reshape(1, 4, 4)
+    up = {
+        t: resize_mask_logits(
+            ramp, padded_size=(16, 16), image_size=(16, 16), output_size=(16, 16), task=t
+        )
+        for t in ("generic", "interleave", "interactive")
+    }
+    assert not torch.allclose(up["generic"], up["interactive"])  # bilinear vs bicubic
+    assert not torch.allclose(up["interleave"], up["interactive"])  # antialiased or not
+    with pytest.raises(ValueError, match="task must be one of"):
+        resize_mask_logits(
+            ramp, padded_size=(4, 4), image_size=(4, 4), output_size=(4, 4), task="x"
+        )
+
+
 def test_grounding_pick_uses_cosine():
     gtexts = torch.tensor([[10.0, 0.0], [0.0, 0.1], [1.0, 1.0]])  # norms differ; cosine decides
     queries = torch.tensor([[0.0, 3.0], [1.0, 1.1]])

@@ -86,10 +86,14 @@ def test_frozen_by_default_and_eval_after_train(resnet_vision_model):
     assert model.training  # the container follows its parent ...
     assert not any(m.training for m in model.backbone.modules())  # ... its frozen parts do not
     assert not any(m.training for m in model.pixel_decoder.modules())
+    # No trainable parameter: an ordinary image builds no autograd graph ...
+    assert not model(torch.randn(1, 3, 64, 64))["mask_features"].requires_grad
+    # ... but frozen is not a cut graph: a gradient still reaches an input that asks for one.
     x = torch.randn(1, 3, 64, 64, requires_grad=True)
     out = model(x)
-    assert not out["mask_features"].requires_grad or out["mask_features"].grad_fn is not None
+    assert out["mask_features"].requires_grad and out["mask_features"].grad_fn is not None
     out["mask_features"].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
     assert all(p.grad is None for p in model.parameters())
 
 

@@ -93,15 +93,35 @@ def test_backbone_matches_official(parity_outputs, vision_parity_data, name):
     torch.testing.assert_close(out, ref, atol=ATOL, rtol=0)
 
 
+def _assert_pixel_decoder_matches(mask, enc, multi_scale, ref):
+    """Every pixel-decoder output: mask_features, encoder features and all 3 multi-scale levels."""
+    for name, ours, theirs in (
+        ("mask_features", mask, ref["mask_features"]),
+        ("transformer_encoder_features", enc, ref["transformer_encoder_features"]),
+    ):
+        assert ours.shape == theirs.shape, name
+        torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=0, msg=name)
+    assert len(multi_scale) == len(ref["multi_scale_features"]) == 3
+    for level, (ours, theirs) in enumerate(zip(multi_scale, ref["multi_scale_features"])):
+        assert ours.shape == theirs.shape, level
+        torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=0, msg=f"level {level}")
+
+
+def _assert_backbone_matches(features, ref):
+    assert sorted(features) == sorted(ref) == ["res2", "res3", "res4", "res5"]
+    for name in ref:
+        assert features[name].shape == ref[name].shape, name
+        torch.testing.assert_close(features[name], ref[name], atol=ATOL, rtol=0, msg=name)
+
+
 def test_pixel_decoder_matches_official(parity_outputs, vision_parity_data):
-    ref = vision_parity_data["pixel_decoder"]
-    for key in ("mask_features", "transformer_encoder_features"):
-        assert parity_outputs[key].shape == ref[key].shape, key
-        torch.testing.assert_close(parity_outputs[key], ref[key], atol=ATOL, rtol=0)
-    assert len(parity_outputs["multi_scale_features"]) == 3
-    for ours, theirs in zip(parity_outputs["multi_scale_features"], ref["multi_scale_features"]):
-        assert ours.shape == theirs.shape
-        torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=0)
+    out = parity_outputs
+    _assert_pixel_decoder_matches(
+        out["mask_features"],
+        out["transformer_encoder_features"],
+        out["multi_scale_features"],
+        vision_parity_data["pixel_decoder"],
+    )
 
 
 def test_pixel_decoder_alone_on_official_backbone_maps(parity_model, vision_parity_data):
@@ -109,10 +129,7 @@ def test_pixel_decoder_alone_on_official_backbone_maps(parity_model, vision_pari
     load_official_vision_weights(parity_model, vision_parity_data["state_dict"], strict=True)
     with torch.no_grad():
         mask, enc, ms = parity_model.pixel_decoder.forward_features(vision_parity_data["backbone"])
-    ref = vision_parity_data["pixel_decoder"]
-    torch.testing.assert_close(mask, ref["mask_features"], atol=ATOL, rtol=0)
-    torch.testing.assert_close(enc, ref["transformer_encoder_features"], atol=ATOL, rtol=0)
-    torch.testing.assert_close(ms[2], ref["multi_scale_features"][2], atol=ATOL, rtol=0)
+    _assert_pixel_decoder_matches(mask, enc, ms, vision_parity_data["pixel_decoder"])
 
 
 def test_parity_breaks_with_perturbed_weights(parity_model, vision_parity_data):
@@ -151,7 +168,11 @@ def test_config_weights_load_the_official_file(vision_parity_data, official_fixt
         model = build_find_vision_model(cfg)
     assert "dropped" in caplog.text and "interface" in caplog.text  # reported, not silent
     with torch.no_grad():
-        out = model.backbone(vision_parity_data["images"])
-    torch.testing.assert_close(
-        out["res5"], vision_parity_data["backbone"]["res5"], atol=ATOL, rtol=0
+        out = model(vision_parity_data["images"])
+    _assert_backbone_matches(out["features"], vision_parity_data["backbone"])
+    _assert_pixel_decoder_matches(
+        out["mask_features"],
+        out["transformer_encoder_features"],
+        out["multi_scale_features"],
+        vision_parity_data["pixel_decoder"],
     )
