@@ -108,21 +108,21 @@ def _build_batch(g: torch.Generator):
                 "interleave_masks": torch.stack([masks[2], masks[0]]),
                 "interleave_is_visual": torch.tensor([True, False]),
                 "caption_tokens": cap,
-                "caption_mask": torch.ones(5, dtype=torch.bool),
+                "caption_valid": torch.ones(5, dtype=torch.bool),
             }
         )
     no_pad4 = torch.zeros(B, 4, dtype=torch.bool)
     tasks = {
         "grounding": {
             "tokens": torch.stack(gr_tok),
-            "token_mask": no_pad4,
+            "token_padding": no_pad4,
             "token_index": torch.stack(gr_idx),
         },
-        "retrieval": {"tokens": torch.stack(captions), "token_mask": torch.zeros(B, 5, dtype=bool)},
+        "retrieval": {"tokens": torch.stack(captions), "token_padding": torch.zeros(B, 5, dtype=bool)},
         "spatial": {"pos_masks": sp_pos, "neg_masks": [torch.zeros_like(p) for p in sp_pos]},
         "interleave": {
             "tokens": torch.stack(il_tok),
-            "token_mask": no_pad4,
+            "token_padding": no_pad4,
             "token_entity": torch.stack(il_ent),
             "entity_is_visual": torch.tensor([[True, False]] * B),
             "pos_masks": il_pos,
@@ -235,7 +235,7 @@ def _train():
         class_indexes = (step + torch.arange(B)) % (K + 1)
         tasks["class"] = {
             "tokens": class_tokens[class_indexes],
-            "token_mask": class_pad[class_indexes],
+            "token_padding": class_pad[class_indexes],
             "class_indexes": class_indexes,
         }
         out = model(features, mask_features, tasks, class_bank=bank, generator=g)
