@@ -24,23 +24,27 @@ _SUPPORTED_BACKBONES = ("focal_dw", "focal")
 _SUPPORTED_PIXEL_DECODERS = ("transformer_encoder_fpn",)
 
 
+def _lookup(node: Any, parts: List[str]) -> Any:
+    # Longest matching key first: "MODEL.DECODER" before "MODEL".
+    for i in range(len(parts), 0, -1):
+        head = ".".join(parts[:i])
+        if isinstance(node, Mapping) and head in node:
+            found = node[head] if i == len(parts) else _lookup(node[head], parts[i:])
+            if found is not _MISSING:
+                return found
+    return _MISSING
+
+
 def official_value(official: Mapping[str, Any], path: str, default: Any = _MISSING) -> Any:
     """Value at the dotted ``path`` of an official config, nested (``{"MODEL": {"DECODER": ..}}``)
     or with flattened sub-configs (``{"MODEL.DECODER": {...}}``, as in the fixture's
     ``resolved``). Raises KeyError naming ``path`` when absent and no ``default`` is given."""
-    parts = path.split(".")
-    # Longest matching key first: "MODEL.DECODER" before "MODEL".
-    for i in range(len(parts), 0, -1):
-        head = ".".join(parts[:i])
-        if isinstance(official, Mapping) and head in official:
-            if i == len(parts):
-                return official[head]
-            found = official_value(official[head], ".".join(parts[i:]), _MISSING)
-            if found is not _MISSING:
-                return found
-    if default is _MISSING:
-        raise KeyError(f"official config has no {path!r}")
-    return default
+    found = _lookup(official, path.split("."))
+    if found is _MISSING:
+        if default is _MISSING:
+            raise KeyError(f"official config has no {path!r}")
+        return default
+    return found
 
 
 def find_config_from_official(
@@ -72,11 +76,7 @@ def find_config_from_official(
         base = dict((defaults or {}).get(section, {}))
         out[section] = {}
         for key in keys:
-            value = (
-                _MISSING
-                if key.official is None
-                else official_value(official, key.official, _MISSING)
-            )
+            value = _lookup(official, key.official.split(".")) if key.official else _MISSING
             if value is not _MISSING:
                 out[section][key.kwarg] = key.from_official(value)
             elif key.kwarg in base:
