@@ -22,14 +22,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 __all__ = [
-    "ConfigKey",
     "FOCALNET_KEYS",
     "PIXEL_DECODER_KEYS",
-    "INTERFACE_KEYS",
     "SECTION_KEYS",
     "FOCALNET_VARIANTS",
     "PIXEL_DECODER_PRESET",
-    "INTERFACE_PRESET",
     "FIND_MODEL_PRESETS",
     "resolve_find_config",
 ]

@@ -44,8 +44,6 @@ from .official_keys import interface_key_table
 
 __all__ = [
     "SOURCE_GROUPS",
-    "CONSTANT_KEYS",
-    "WRAPPER_PREFIXES",
     "OfficialConversionError",
     "ConversionReport",
     "unwrap_official",

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..presets import SECTION_KEYS, resolve_find_config
 
-__all__ = ["official_value", "find_config_from_official", "infer_find_config"]
+__all__ = ["find_config_from_official", "infer_find_config"]
 
 _MISSING = object()
 _PIX = "sem_seg_head.pixel_decoder."

@@ -10,7 +10,7 @@ identity without keys; the released FIND models have none.
 
 from typing import Dict
 
-__all__ = ["OFFICIAL_PREFIX", "interface_key_table"]
+__all__ = ["interface_key_table"]
 
 OFFICIAL_PREFIX = "sem_seg_head.predictor."
 

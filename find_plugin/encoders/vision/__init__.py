@@ -1,7 +1,7 @@
 """Frozen vision encoders (pure torch): FocalNet, EfficientNet-Lite0, the X-Decoder pixel decoder,
 the backbone + pixel-decoder container and freezing helpers."""
 
-from .efficientnet_lite import EfficientNetLite0Backbone, packaged_lite0_weights_path
+from .efficientnet_lite import EfficientNetLite0Backbone
 from .focalnet import FocalNet, build_focalnet
 from .freezing import FrozenTrainMixin, freeze_, is_frozen, keep_frozen_in_eval, unfreeze_
 from .pixel_decoder import TransformerEncoderPixelDecoder
@@ -17,6 +17,5 @@ __all__ = [
     "freeze_",
     "is_frozen",
     "keep_frozen_in_eval",
-    "packaged_lite0_weights_path",
     "unfreeze_",
 ]
