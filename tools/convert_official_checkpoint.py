@@ -35,18 +35,15 @@ from find_plugin.checkpoint import (  # noqa: E402
     OfficialConversionError,
     WeightsNotFoundError,
     convert_official_state_dict,
+    find_config_from_official,
     infer_find_config,
     read_weights_file,
     resolve_weights,
     save_checkpoint,
 )
 from find_plugin.checkpoint.official import unwrap_official  # noqa: E402
-from find_plugin.model import (  # noqa: E402
-    FIND_MODEL_PRESETS,
-    build_find_model,
-    find_config_from_official,
-    resolve_find_config,
-)
+from find_plugin.model import build_find_model  # noqa: E402
+from find_plugin.presets import FIND_MODEL_PRESETS, resolve_find_config  # noqa: E402
 
 TARGET_GROUPS = ("backbone", "pixel_decoder", "interface", "lang_proj", "logit_scale")
 

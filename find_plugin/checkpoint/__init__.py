@@ -1,5 +1,6 @@
 """Checkpoints: find_plugin's own versioned format, the weights resolver, the model-zoo table,
-the official-checkpoint converter (explicit key table) and the one loader of every entry point."""
+the official-checkpoint converter (explicit key table), the translation of official configs and
+the one loader of every entry point."""
 
 from .format import (
     FORMAT_VERSION,
@@ -16,9 +17,9 @@ from .official import (
     ConversionReport,
     OfficialConversionError,
     convert_official_state_dict,
-    infer_find_config,
     official_key_table,
 )
+from .official_config import find_config_from_official, infer_find_config
 from .resolver import WeightsNotFoundError, default_cache_dir, resolve_weights, sha256_of
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "ConversionReport",
     "OfficialConversionError",
     "convert_official_state_dict",
+    "find_config_from_official",
     "infer_find_config",
     "official_key_table",
     "LoadResult",

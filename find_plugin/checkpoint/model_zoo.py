@@ -17,7 +17,7 @@ _HF_FIND = "https://huggingface.co/xueyanz/FIND/resolve/main/"
 class ZooEntry:
     url: str
     sha256: Optional[str]
-    config: str  # preset of find_plugin.model.build_find_model (FIND_MODEL_PRESETS)
+    config: str  # find_plugin.presets.FIND_MODEL_PRESETS name
     layout: str  # "official" (convert with tools/convert_official_checkpoint.py) or "find_plugin"
     description: str
 

@@ -16,7 +16,7 @@ group          official keys (P = ``sem_seg_head.``)       our keys
 =============  ==========================================  ==================================
 backbone       ``backbone.X``                              ``backbone.X``
 pixel_decoder  ``P pixel_decoder.X``                       ``pixel_decoder.X``
-interface      ``P predictor.*`` (``core.official_keys``)  ``interface.*``
+interface      ``P predictor.*`` (``official_keys``)       ``interface.*``
 lang_proj      ``P predictor.lang_encoder.lang_proj``      ``interface.lang_proj``
 logit_scale    ``P predictor.lang_encoder.logit_scale``    ``interface.logit_scale``
 text_tower     ``P predictor.lang_encoder.lang_encoder.*`` (never mapped)
@@ -39,19 +39,17 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Uni
 import torch
 from torch import nn
 
-from ..core.official_keys import interface_key_table
+from .official_config import infer_find_config
+from .official_keys import interface_key_table
 
 __all__ = [
     "SOURCE_GROUPS",
-    "CONSTANT_KEYS",
-    "WRAPPER_PREFIXES",
     "OfficialConversionError",
     "ConversionReport",
     "unwrap_official",
     "official_group",
     "target_group",
     "official_key_table",
-    "infer_find_config",
     "convert_official_state_dict",
     "looks_official",
 ]
@@ -71,6 +69,8 @@ _PRED = "sem_seg_head.predictor."
 _LANG = _PRED + "lang_encoder."
 _PIX = "sem_seg_head.pixel_decoder."
 CONSTANT_KEYS = ("dilation_kernel", "criterion.empty_weight")
+# Target keys that exist once per feature level (group 1 or 2: the level).
+_LEVEL_KEY = re.compile(r"interface\.(?:sampler\.mask_sptial_embed\.(\d+)$|input_proj\.(\d+)\.)")
 NO_OBJECT_WEIGHT = 0.1
 
 
@@ -236,18 +236,14 @@ def official_key_table(target_keys: Iterable[str]) -> Dict[str, str]:
     """Explicit table ``official key -> our key`` with one entry per mappable target key.
 
     ``backbone.X`` and ``pixel_decoder.X`` keep their names (the vision modules use the official
-    parameter names); ``interface.*`` comes from :func:`core.official_keys.interface_key_table`.
+    parameter names); ``interface.*`` comes from :func:`.official_keys.interface_key_table`.
     Target keys of other groups have no official counterpart and are not in the table.
     """
     target_keys = list(target_keys)
     layer_ids = {
         int(m.group(1)) for k in target_keys if (m := re.match(r"interface\.layers\.(\d+)\.", k))
     }
-    level_ids = {
-        int(m.group(1))
-        for k in target_keys
-        if (m := re.match(r"interface\.sampler\.mask_sptial_embed\.(\d+)$", k))
-    }
+    level_ids = {int(m.group(1) or m.group(2)) for k in target_keys if (m := _LEVEL_KEY.match(k))}
     inverse = {}
     if any(k.startswith("interface.") for k in target_keys):
         table = interface_key_table(
@@ -265,87 +261,6 @@ def official_key_table(target_keys: Iterable[str]) -> Dict[str, str]:
             if off is not None:
                 out[off] = k
     return out
-
-
-# ------------------------------------------------------------------------------------------------
-# architecture inference (for conversion without a model at hand, e.g. the CLI)
-# ------------------------------------------------------------------------------------------------
-def _count(sd: Mapping[str, torch.Tensor], pattern: str) -> int:
-    ids = {int(m.group(1)) for k in sd if (m := re.match(pattern, k))}
-    return max(ids) + 1 if ids else 0
-
-
-def infer_find_config(sd: Mapping[str, torch.Tensor]) -> Dict[str, Dict]:
-    """``build_find_model`` sections from the key names and shapes of an official state dict
-    (prefix already stripped). Parts that leave no trace in the keys (head counts, post-LN,
-    modulator scaling, drop rates) take FIND's values."""
-    from ..model import resolve_find_config
-
-    def shape(key):
-        if key not in sd:
-            raise KeyError(f"cannot infer the architecture: key {key!r} not in the checkpoint")
-        return tuple(sd[key].shape)
-
-    bb: Dict = {}
-    if any(k.startswith("backbone.") for k in sd):
-        embed = shape("backbone.patch_embed.proj.weight")
-        depths = [_count(sd, rf"backbone\.layers\.{i}\.blocks\.(\d+)\.") for i in range(4)]
-        levels = [
-            _count(sd, rf"backbone\.layers\.{i}\.blocks\.0\.modulation\.focal_layers\.(\d+)\.")
-            for i in range(4)
-        ]
-        windows = [
-            shape(f"backbone.layers.{i}.blocks.0.modulation.focal_layers.0.0.weight")[-1]
-            for i in range(4)
-        ]
-        fc1 = shape("backbone.layers.0.blocks.0.mlp.fc1.weight")
-        bb = dict(
-            style="focal_dw" if "backbone.layers.0.blocks.0.dw1.weight" in sd else "focal",
-            embed_dim=embed[0],
-            depths=depths,
-            focal_levels=levels,
-            focal_windows=windows,
-            patch_size=4,
-            use_conv_embed=embed[-1] != 4,
-            patch_norm="backbone.patch_embed.norm.weight" in sd,
-            mlp_ratio=fc1[0] / fc1[1],
-            use_layerscale="backbone.layers.0.blocks.0.gamma_1" in sd,
-            use_postln_in_modulation="backbone.layers.0.blocks.0.modulation.ln.weight" in sd,
-            out_indices=[i for i in range(4) if f"backbone.norm{i}.weight" in sd],
-        )
-    pd: Dict = {}
-    if any(k.startswith(_PIX) for k in sd):
-        pd = dict(
-            conv_dim=shape(_PIX + "input_proj.weight")[0],
-            mask_dim=shape(_PIX + "mask_features.weight")[0],
-            norm="GN" if _PIX + "adapter_1.norm.weight" in sd else "",
-            transformer_enc_layers=_count(
-                sd, re.escape(_PIX) + r"transformer\.encoder\.layers\.(\d+)\."
-            ),
-        )
-        if pd["transformer_enc_layers"]:
-            pd["transformer_dim_feedforward"] = shape(
-                _PIX + "transformer.encoder.layers.0.linear1.weight"
-            )[0]
-    it: Dict = {}
-    if _PRED + "query_feat.weight" in sd:
-        q = shape(_PRED + "query_feat.weight")
-        it = dict(
-            hidden_dim=q[1],
-            num_queries=q[0] - 1,
-            num_layers=_count(sd, re.escape(_PRED) + r"transformer_ffn_layers\.(\d+)\."),
-            mask_dim=shape(_PRED + "mask_embed.layers.2.weight")[0],
-            dim_proj=shape(_PRED + "class_embed")[1],
-            num_levels=_count(sd, re.escape(_PRED) + r"mask_sptial_embed\.(\d+)$"),
-        )
-        if it["num_layers"]:
-            it["dim_feedforward"] = shape(_PRED + "transformer_ffn_layers.0.linear1.weight")[0]
-        if _PRED + "spatial_featured.weight" in sd:
-            it["num_memories"] = shape(_PRED + "spatial_featured.weight")[0]
-    if _LANG + "lang_proj" in sd:
-        it["dim_text"] = shape(_LANG + "lang_proj")[0]
-    preset = "focall_llama" if bb.get("style") == "focal" else "focalt_llama"
-    return resolve_find_config(preset, backbone=bb, pixel_decoder=pd, interface=it)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ from .entity_map import entity_token_masks, token_entity_map
 from .heads import PredictionHeads, cosine_logits
 from .interface import FINDInterface
 from .matcher import HungarianMatcher
-from .official_keys import convert_official_interface, interface_key_table
 from .postprocess import (
     grounding_pick,
     instance_inference,
@@ -53,7 +52,6 @@ __all__ = [
     "class_prompts",
     "ClassBank",
     "clean_class_name",
-    "convert_official_interface",
     "cosine_logits",
     "CrossRule",
     "entity_token_masks",
@@ -66,7 +64,6 @@ __all__ = [
     "HungarianMatcher",
     "instance_inference",
     "interactive_pick",
-    "interface_key_table",
     "interleave_pick",
     "itc_loss",
     "list_prototypes",

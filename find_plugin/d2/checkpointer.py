@@ -29,7 +29,7 @@ from ..checkpoint.loader import group_prefixes, read_weights_file
 from ..checkpoint.official import convert_official_state_dict
 from ..checkpoint.resolver import resolve_weights
 
-__all__ = ["FINDCheckpointer", "DEFAULT_DROP", "add_find_weights_config"]
+__all__ = ["FINDCheckpointer", "add_find_weights_config"]
 
 # The language model is loaded from its own weights, never from a FIND checkpoint.
 DEFAULT_DROP = ("text_tower",)

@@ -14,6 +14,8 @@ from detectron2.layers import ShapeSpec
 from detectron2.utils.registry import Registry
 
 from ..encoders.vision.pixel_decoder import TransformerEncoderPixelDecoder
+from ..presets import PIXEL_DECODER_KEYS
+from .vision_config import cfg_section_kwargs
 
 __all__ = [
     "FIND_PIXEL_DECODER_REGISTRY",
@@ -51,15 +53,7 @@ class FINDTransformerEncoderPixelDecoder(TransformerEncoderPixelDecoder):
         p = cfg.MODEL.FIND_VISION.PIXEL_DECODER
         return dict(
             input_shape=select_input_shape(input_shape, p.IN_FEATURES),
-            conv_dim=p.CONVS_DIM,
-            mask_dim=p.MASK_DIM,
-            norm=p.NORM,
-            transformer_enc_layers=p.TRANSFORMER_ENC_LAYERS,
-            transformer_nheads=p.NHEADS,
-            transformer_dim_feedforward=p.DIM_FEEDFORWARD,
-            transformer_dropout=p.DROPOUT,
-            transformer_pre_norm=p.PRE_NORM,
-            num_feature_levels=p.NUM_FEATURE_LEVELS,
+            **cfg_section_kwargs(p, PIXEL_DECODER_KEYS),
             frozen=cfg.MODEL.FIND_VISION.FREEZE_PIXEL_DECODER,
         )
 

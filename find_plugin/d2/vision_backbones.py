@@ -1,7 +1,8 @@
 """FIND vision backbones registered in detectron2's ``BACKBONE_REGISTRY``.
 
 * ``FINDFocalNet``: FocalNet (``focal_dw`` FocalNet-T or ``focal`` FocalNet-L), keys identical
-  to the official ``backbone.*`` keys. Reads ``cfg.MODEL.FIND_VISION.FOCAL``.
+  to the official ``backbone.*`` keys. Reads ``cfg.MODEL.FIND_VISION.FOCAL`` (keys:
+  ``find_plugin.presets.FOCALNET_KEYS``).
 * ``FINDEfficientNetLite0``: EfficientNet-Lite0 with packaged ImageNet weights.
   Reads ``cfg.MODEL.FIND_VISION.EFFICIENTNET``.
 
@@ -18,6 +19,8 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 
 from ..encoders.vision.efficientnet_lite import EfficientNetLite0Backbone
 from ..encoders.vision.focalnet import STAGE_NAMES, FocalNet
+from ..presets import FOCALNET_KEYS
+from .vision_config import cfg_section_kwargs
 
 __all__ = ["FINDFocalNet", "FINDEfficientNetLite0"]
 
@@ -62,21 +65,7 @@ class FINDFocalNet(_ShapeMixin, FocalNet, Backbone):
         _check_in_channels(input_shape, "FINDFocalNet")
         f = cfg.MODEL.FIND_VISION.FOCAL
         return dict(
-            style=f.STYLE,
-            embed_dim=f.EMBED_DIM,
-            depths=tuple(f.DEPTHS),
-            focal_levels=tuple(f.FOCAL_LEVELS),
-            focal_windows=tuple(f.FOCAL_WINDOWS),
-            patch_size=f.PATCH_SIZE,
-            mlp_ratio=f.MLP_RATIO,
-            drop_rate=f.DROP_RATE,
-            drop_path_rate=f.DROP_PATH_RATE,
-            patch_norm=f.PATCH_NORM,
-            use_conv_embed=f.USE_CONV_EMBED,
-            use_postln=f.USE_POSTLN,
-            use_postln_in_modulation=f.USE_POSTLN_IN_MODULATION,
-            scaling_modulator=f.SCALING_MODULATOR,
-            use_layerscale=f.USE_LAYERSCALE,
+            cfg_section_kwargs(f, FOCALNET_KEYS),
             out_features=tuple(f.OUT_FEATURES),
             frozen=cfg.MODEL.FIND_VISION.FREEZE_BACKBONE,
         )

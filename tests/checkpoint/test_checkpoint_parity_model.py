@@ -135,3 +135,25 @@ def test_cli_fails_with_listing_on_unmapped_keys(parity_load, ckpt_parity_model,
     assert set(load_checkpoint(out)["model"]) == set(ckpt_parity_model.state_dict())
     assert cli.main(["/nonexistent/ckpt.pt", out]) == 1
     assert "neither an existing file" in capsys.readouterr().err
+
+
+def test_find_model_is_the_vision_container_plus_interface(ckpt_parity_config):
+    """One container: FINDModel freezes / unfreezes its parts as FINDVisionModel does and keeps
+    the checkpoint key groups backbone.*, pixel_decoder.*, interface.*."""
+    from find_plugin.encoders.vision import FINDVisionModel, is_frozen
+
+    model = build_find_model(**ckpt_parity_config, train_pixel_decoder=True).train()
+    assert isinstance(model, FINDVisionModel)
+    assert {k.split(".", 1)[0] for k in model.state_dict()} == {
+        "backbone",
+        "pixel_decoder",
+        "interface",
+    }
+    assert is_frozen(model.backbone) and not model.backbone.training
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert model.pixel_decoder.training and all(
+        p.requires_grad for p in model.pixel_decoder.parameters()
+    )
+    assert model.interface.training
+    model.set_trainable(backbone=False, pixel_decoder=False)
+    assert not model.pixel_decoder.training and is_frozen(model.pixel_decoder)

@@ -95,7 +95,7 @@ def test_official_entries_present():
 
 
 def test_zoo_configs_name_real_presets():
-    from find_plugin.model import FIND_MODEL_PRESETS
+    from find_plugin.presets import FIND_MODEL_PRESETS
 
     for name, entry in MODEL_ZOO.items():
         assert entry.config in FIND_MODEL_PRESETS, name

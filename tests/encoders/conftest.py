@@ -142,7 +142,7 @@ def vision_focalt():
     from find_plugin.encoders.vision import build_focalnet
 
     torch.manual_seed(0)
-    return build_focalnet("focalt_dw")
+    return build_focalnet("focalt")
 
 
 @pytest.fixture(scope="session")

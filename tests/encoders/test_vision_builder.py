@@ -100,7 +100,7 @@ def test_frozen_by_default_and_eval_after_train(resnet_vision_model):
 def test_focalnet_gn_dropout_stay_eval_when_parent_trains():
     from find_plugin.encoders.vision import TransformerEncoderPixelDecoder, build_focalnet
 
-    backbone = build_focalnet("focalt_dw", embed_dim=16, depths=(1, 1, 1, 1), drop_path_rate=0.5)
+    backbone = build_focalnet("focalt", embed_dim=16, depths=(1, 1, 1, 1), drop_path_rate=0.5)
     dec = TransformerEncoderPixelDecoder(
         input_shape={k: (c, backbone.out_strides[k]) for k, c in backbone.out_channels.items()},
         conv_dim=32,

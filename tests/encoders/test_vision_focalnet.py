@@ -153,3 +153,28 @@ def test_unknown_preset_and_style_errors():
         build_focalnet("focalx")
     with pytest.raises(ValueError, match="style"):
         FocalNet(style="swin")
+
+
+@pytest.mark.parametrize("variant", ["focalt", "focall"])
+def test_d2_config_builds_the_same_focalnet_variant(variant):
+    """detectron2 reads the FocalNet variant through the one key table: same keys and shapes
+    as build_focalnet, which reads the same presets."""
+    pytest.importorskip("detectron2")
+    from detectron2.config import get_cfg
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling import build_backbone
+
+    from find_plugin.d2 import add_find_vision_config, set_find_vision_sections
+    from find_plugin.presets import FOCALNET_VARIANTS
+
+    cfg = add_find_vision_config(get_cfg())
+    cfg.MODEL.BACKBONE.NAME = "FINDFocalNet"
+    set_find_vision_sections(cfg, backbone=FOCALNET_VARIANTS[variant])
+    with torch.device("meta"):
+        ours = build_backbone(cfg, ShapeSpec(channels=3))
+        ref = build_focalnet(variant)
+    assert _shapes(ours) == _shapes(ref)
+    assert ours.style == FOCALNET_VARIANTS[variant]["style"]
+    assert ours.output_shape()["res5"].channels == 8 * FOCALNET_VARIANTS[variant]["embed_dim"]
+    with pytest.raises(KeyError, match="no detectron2 config key .*'in_chans'"):
+        set_find_vision_sections(cfg, backbone={"in_chans": 4})

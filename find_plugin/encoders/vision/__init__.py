@@ -1,8 +1,8 @@
 """Frozen vision encoders (pure torch): FocalNet, EfficientNet-Lite0, the X-Decoder pixel decoder,
 the backbone + pixel-decoder container and freezing helpers."""
 
-from .efficientnet_lite import EfficientNetLite0Backbone, packaged_lite0_weights_path
-from .focalnet import FOCALNET_PRESETS, FocalNet, build_focalnet
+from .efficientnet_lite import EfficientNetLite0Backbone
+from .focalnet import FocalNet, build_focalnet
 from .freezing import FrozenTrainMixin, freeze_, is_frozen, keep_frozen_in_eval, unfreeze_
 from .pixel_decoder import TransformerEncoderPixelDecoder
 from .vision_model import FINDVisionModel
@@ -10,7 +10,6 @@ from .vision_model import FINDVisionModel
 __all__ = [
     "EfficientNetLite0Backbone",
     "FINDVisionModel",
-    "FOCALNET_PRESETS",
     "FocalNet",
     "FrozenTrainMixin",
     "TransformerEncoderPixelDecoder",
@@ -18,6 +17,5 @@ __all__ = [
     "freeze_",
     "is_frozen",
     "keep_frozen_in_eval",
-    "packaged_lite0_weights_path",
     "unfreeze_",
 ]

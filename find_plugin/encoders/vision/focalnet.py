@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...presets import FOCALNET_VARIANTS
 from .freezing import FrozenTrainMixin, freeze_
 
-__all__ = ["FocalNet", "FOCALNET_PRESETS", "build_focalnet"]
+__all__ = ["FocalNet", "build_focalnet"]
 
 STAGE_NAMES = ("res2", "res3", "res4", "res5")
 
@@ -397,31 +398,11 @@ class FocalNet(FrozenTrainMixin, nn.Module):
         return outs
 
 
-# Hyper-parameters of the two FIND variants (configs/find/focalt_* and focall_*).
-FOCALNET_PRESETS = {
-    "focalt_dw": dict(
-        style="focal_dw",
-        embed_dim=96,
-        depths=(2, 2, 6, 2),
-        focal_levels=(3, 3, 3, 3),
-        focal_windows=(3, 3, 3, 3),
-    ),
-    "focall": dict(
-        style="focal",
-        embed_dim=192,
-        depths=(2, 2, 18, 2),
-        focal_levels=(4, 4, 4, 4),
-        focal_windows=(3, 3, 3, 3),
-    ),
-}
-
-
-def build_focalnet(preset: str, **overrides) -> FocalNet:
-    """Build a FIND FocalNet preset (``"focalt_dw"`` or ``"focall"``); keyword overrides win."""
-    if preset not in FOCALNET_PRESETS:
+def build_focalnet(variant: str, **overrides) -> FocalNet:
+    """Build a FIND FocalNet variant (``"focalt"`` or ``"focall"``, values from
+    :data:`find_plugin.presets.FOCALNET_VARIANTS`); keyword overrides win."""
+    if variant not in FOCALNET_VARIANTS:
         raise KeyError(
-            f"build_focalnet: unknown preset {preset!r}; known {sorted(FOCALNET_PRESETS)}"
+            f"build_focalnet: unknown preset {variant!r}; known {sorted(FOCALNET_VARIANTS)}"
         )
-    kwargs = dict(FOCALNET_PRESETS[preset])
-    kwargs.update(overrides)
-    return FocalNet(**kwargs)
+    return FocalNet(**dict(FOCALNET_VARIANTS[variant], **overrides))

@@ -10,6 +10,9 @@ Both parts are frozen by default; :class:`FINDVisionModel` keeps frozen parts in
 parent calls ``.train()``. ``train_backbone`` / ``train_pixel_decoder`` switch a part to trainable
 (e.g. the pixel decoder on top of EfficientNet-Lite0, for which no pretrained decoder exists).
 
+:class:`find_plugin.model.FINDModel` is this container plus the interface (same attribute names,
+so its state-dict keys are ``backbone.*``, ``pixel_decoder.*`` and ``interface.*``).
+
 Sub-module names equal the official checkpoint prefixes (``backbone.*``; ``pixel_decoder.*`` for
 ``sem_seg_head.pixel_decoder.*``), so official, X-Decoder and SEEM files load through the one
 explicit key table of :mod:`find_plugin.checkpoint.official` (see ``build_find_vision_model``).
@@ -22,7 +25,7 @@ from torch import nn
 
 from .freezing import FrozenTrainMixin, freeze_, unfreeze_
 
-__all__ = ["FINDVisionModel", "run_vision"]
+__all__ = ["FINDVisionModel"]
 
 
 class FINDVisionModel(FrozenTrainMixin, nn.Module):
@@ -61,21 +64,20 @@ class FINDVisionModel(FrozenTrainMixin, nn.Module):
                 freeze_(part)
         return self
 
-    def forward(self, images: torch.Tensor) -> Dict[str, object]:
+    def extract_features(self, images: torch.Tensor) -> Dict[str, object]:
         """``images`` ``[B, 3, H, W]`` (normalised, H, W multiples of 32) -> output dict above."""
-        return run_vision(self.backbone, self.pixel_decoder, images)
+        if images.dim() != 4:
+            raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
+        features = self.backbone(images)
+        mask, enc, multi_scale = self.pixel_decoder.forward_features(features)
+        return {
+            "features": features,
+            "mask_features": mask,
+            "transformer_encoder_features": enc,
+            "multi_scale_features": multi_scale,
+        }
 
-
-def run_vision(backbone: nn.Module, pixel_decoder: nn.Module, images: torch.Tensor) -> Dict:
-    """backbone -> pixel decoder; the output dict of the module docstring. Shared by every model
-    that holds the two parts under its own attribute names (e.g. ``FINDModel``)."""
-    if images.dim() != 4:
-        raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
-    features = backbone(images)
-    mask, enc, multi_scale = pixel_decoder.forward_features(features)
-    return {
-        "features": features,
-        "mask_features": mask,
-        "transformer_encoder_features": enc,
-        "multi_scale_features": multi_scale,
-    }
+    def forward(self, images: torch.Tensor) -> Dict[str, object]:
+        """Same as :meth:`extract_features` (subclasses such as ``FINDModel`` extend ``forward``
+        and keep :meth:`extract_features` for the vision side)."""
+        return self.extract_features(images)

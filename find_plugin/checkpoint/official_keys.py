@@ -3,12 +3,14 @@
 Official keys live under ``sem_seg_head.predictor.`` (see the manifest in
 shared/fixtures/official_find/manifest_focalt_llama.json); ``lang_proj`` / ``logit_scale`` are
 stored as ``sem_seg_head.predictor.lang_encoder.*`` (and duplicated as ``sem_seg_head.
-lang_encoder.*`` in full checkpoints). The official ``input_proj`` is the identity (no keys).
+lang_encoder.*`` in full checkpoints). The official ``input_proj.{level}`` is a 1x1 conv when the
+pixel-decoder width differs from the hidden width (or ``ENFORCE_INPUT_PROJ``), otherwise an
+identity without keys; the released FIND models have none.
 """
 
-from typing import Dict, Mapping, Tuple
+from typing import Dict
 
-import torch
+__all__ = ["interface_key_table"]
 
 OFFICIAL_PREFIX = "sem_seg_head.predictor."
 
@@ -31,13 +33,17 @@ _ATTN = ("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias")
 def interface_key_table(
     num_layers: int, *, num_levels: int = 3, prefix: str = OFFICIAL_PREFIX
 ) -> Dict[str, str]:
-    """Official key (with ``prefix``) -> FINDInterface state-dict key."""
+    """Official key (with ``prefix``) -> FINDInterface state-dict key, for an interface of
+    ``num_layers`` layers and ``num_levels`` feature levels. Entries whose target key a model
+    lacks (e.g. ``input_proj`` when it is the identity) are simply not used by that model."""
     table = {prefix + k: v for k, v in _FIXED.items()}
     for i in range(3):
         for p in ("weight", "bias"):
             table[f"{prefix}mask_embed.layers.{i}.{p}"] = f"heads.mask_embed.layers.{i}.{p}"
     for lvl in range(num_levels):
         table[f"{prefix}mask_sptial_embed.{lvl}"] = f"sampler.mask_sptial_embed.{lvl}"
+        for p in ("weight", "bias"):
+            table[f"{prefix}input_proj.{lvl}.{p}"] = f"input_proj.{lvl}.{p}"
     for n in range(num_layers):
         ca = f"{prefix}content_attention.layers.{n}."
         sa = f"{prefix}condition_attention.layers.{n}."
@@ -53,25 +59,3 @@ def interface_key_table(
             table[ff + "linear2." + p] = mine + "ffn.linear2." + p
             table[ff + "norm." + p] = mine + "ffn.norm." + p
     return table
-
-
-def count_official_layers(state_dict: Mapping[str, torch.Tensor], prefix: str = OFFICIAL_PREFIX):
-    """Number of interface layers in an official state dict."""
-    key = prefix + "transformer_ffn_layers."
-    ids = {int(k[len(key) :].split(".")[0]) for k in state_dict if k.startswith(key)}
-    if not ids:
-        raise KeyError(f"no '{key}*' keys found: not an official FIND state dict")
-    return max(ids) + 1
-
-
-def convert_official_interface(
-    state_dict: Mapping[str, torch.Tensor], *, prefix: str = OFFICIAL_PREFIX
-) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
-    """Select and rename the interface keys. Returns (new state dict, table used).
-
-    Raises KeyError naming the missing official keys."""
-    table = interface_key_table(count_official_layers(state_dict, prefix), prefix=prefix)
-    missing = [k for k in table if k not in state_dict]
-    if missing:
-        raise KeyError(f"official state dict lacks interface keys: {missing[:5]} ...")
-    return {v: state_dict[k] for k, v in table.items()}, table
