@@ -21,12 +21,14 @@ from .class_bank import (
     class_prompts,
     clean_class_name,
 )
+from .conventions import NO_ITEM, no_item
 from .criterion import FINDCriterion
 from .entity_map import entity_token_masks, token_entity_map
 from .heads import PredictionHeads, cosine_logits
 from .interface import FINDInterface
 from .matcher import HungarianMatcher
 from .postprocess import (
+    RESIZE_RULES,
     grounding_pick,
     instance_inference,
     interactive_pick,
@@ -46,8 +48,25 @@ from .prototypes import (
 )
 from .retrieval import fine_grained_loss, itc_loss, recall_at_k, retrieval_scores
 from .sampler import VisualPromptSampler, sample_prompt_points, sample_prompts
+from .text_pass import zero_feature_pass
+from .variables import (
+    InputContext,
+    VariableRows,
+    list_input_kinds,
+    register_input_kind,
+    unregister_input_kind,
+)
 
 __all__ = [
+    "InputContext",
+    "list_input_kinds",
+    "NO_ITEM",
+    "no_item",
+    "register_input_kind",
+    "RESIZE_RULES",
+    "unregister_input_kind",
+    "VariableRows",
+    "zero_feature_pass",
     "build_class_bank",
     "class_prompts",
     "ClassBank",

@@ -10,6 +10,10 @@ Training: every image samples one class id (background included) and one templat
 runs in the same forward pass and, at every layer, overwrites that row of the bank (gradients
 flow to the refreshed row, see ``FINDInterface.forward(class_bank=...)``); the refreshed bank is
 stored detached (:meth:`ClassBank.store_`) for the next step.
+
+Re-implements (facts from the papers and code, no code copied):
+- FIND: Zou et al., "Interfacing Foundation Models' Embeddings", arXiv 2312.07532
+  (github.com/UX-Decoder/FIND).
 """
 
 from typing import List, Sequence

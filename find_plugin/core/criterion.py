@@ -33,6 +33,12 @@ Output: dict of **already weighted** scalar losses (detectron2 convention: sum t
 Keys follow Mask2Former: ``loss_<name>`` for the final prediction and ``loss_<name>_<i>`` for
 ``aux_outputs[i]``, i.e. ``_0`` is the prediction on the initial queries and ``_{n-1}`` the layer
 before the final one (``<name>`` one of :data:`DEFAULT_WEIGHTS`).
+
+Re-implements (facts from the papers and code, no code copied):
+- FIND: Zou et al., "Interfacing Foundation Models' Embeddings", arXiv 2312.07532
+  (github.com/UX-Decoder/FIND).
+- Mask2Former: Cheng et al., "Masked-attention Mask Transformer for Universal Image Segmentation",
+  CVPR 2022 (github.com/facebookresearch/Mask2Former).
 """
 
 from typing import Dict, List, Mapping, Optional, Sequence

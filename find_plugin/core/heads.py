@@ -10,6 +10,12 @@ For the output rows x [B, N, C] of the combined sequence:
 5. masks = einsum(pixel, mask_features) at stride 4 (only for rows that need masks);
 6. class logits = exp(logit_scale) * cos(semantic, class bank) (object proposals);
 7. next-layer attention mask: sigmoid(bilinear resize(masks, level size)) < 0.5 (True = blocked).
+
+Re-implements (facts from the papers and code, no code copied):
+- FIND: Zou et al., "Interfacing Foundation Models' Embeddings", arXiv 2312.07532
+  (github.com/UX-Decoder/FIND).
+- Mask2Former: Cheng et al., "Masked-attention Mask Transformer for Universal Image Segmentation",
+  CVPR 2022 (github.com/facebookresearch/Mask2Former).
 """
 
 from dataclasses import dataclass

@@ -45,6 +45,12 @@ after every layer but the last; the top level is the last layer), ``item_padding
 Stages of :meth:`FINDInterface.forward`: feature levels -> variables -> sequence plan (layout and
 attention masks) -> prediction heads on the initial rows, then after each
 :class:`~find_plugin.core.layers.InterfaceLayer` -> outputs.
+
+Re-implements (facts from the papers and code, no code copied):
+- FIND: Zou et al., "Interfacing Foundation Models' Embeddings", arXiv 2312.07532
+  (github.com/UX-Decoder/FIND).
+- Mask2Former: Cheng et al., "Masked-attention Mask Transformer for Universal Image Segmentation",
+  CVPR 2022 (github.com/facebookresearch/Mask2Former).
 """
 
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple

@@ -5,6 +5,12 @@ True = the key MAY be attended (the SDPA convention); they reach SDPA as finite 
 A row with no allowed key gets a zero attention output before the output projection (the official
 code applies ``nan_to_num`` to the softmax, so such rows also output just the projection bias);
 no NaN is ever produced.
+
+Re-implements (facts from the papers and code, no code copied):
+- DETR: Carion et al., "End-to-End Object Detection with Transformers", ECCV 2020
+  (github.com/facebookresearch/detr).
+- Mask2Former: Cheng et al., "Masked-attention Mask Transformer for Universal Image Segmentation",
+  CVPR 2022 (github.com/facebookresearch/Mask2Former).
 """
 
 import math

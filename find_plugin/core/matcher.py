@@ -12,6 +12,12 @@ class cost depends on the task:
 Official defaults are class/mask/dice = 2 / 5 / 5 for all four matchers. The official code builds
 the spatial matcher from ``COST_SPATIAL`` but then ignores it (it reuses the default weights);
 here each matcher honours the weights it is constructed with (config values are respected).
+
+Re-implements (facts from the papers and code, no code copied):
+- Mask2Former: Cheng et al., "Masked-attention Mask Transformer for Universal Image Segmentation",
+  CVPR 2022 (github.com/facebookresearch/Mask2Former).
+- DETR: Carion et al., "End-to-End Object Detection with Transformers", ECCV 2020
+  (github.com/facebookresearch/detr).
 """
 
 from typing import List, Optional, Sequence, Tuple

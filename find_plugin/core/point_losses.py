@@ -6,6 +6,12 @@ at the same physical locations without any resizing.
 
 Shapes used below:
     R: number of masks, P: number of points, h/w and H/W: prediction and target resolutions.
+
+Re-implements (facts from the papers and code, no code copied):
+- Mask2Former: Cheng et al., "Masked-attention Mask Transformer for Universal Image Segmentation",
+  CVPR 2022 (github.com/facebookresearch/Mask2Former).
+- PointRend: Kirillov et al., "PointRend: Image Segmentation as Rendering", CVPR 2020
+  (github.com/facebookresearch/detectron2, projects/PointRend).
 """
 
 from typing import Callable, Optional

@@ -4,6 +4,12 @@ Conventions: one image at a time. ``mask_cls`` [Q, K+1] are class logits with th
 (no-object) class last; ``mask_pred`` [Q, H, W] are mask logits (already resized to the output size
 with :func:`resize_mask_logits` when the result is meant for evaluation). Category ids are
 contiguous in [0, K) (detectron2 convention).
+
+Re-implements (facts from the papers and code, no code copied):
+- Mask2Former: Cheng et al., "Masked-attention Mask Transformer for Universal Image Segmentation",
+  CVPR 2022 (github.com/facebookresearch/Mask2Former).
+- FIND: Zou et al., "Interfacing Foundation Models' Embeddings", arXiv 2312.07532
+  (github.com/UX-Decoder/FIND).
 """
 
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple

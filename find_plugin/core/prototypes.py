@@ -20,6 +20,10 @@ the variable's input kind (``init``), a registry of :mod:`find_plugin.core.varia
 kinds and their keys are listed there; :func:`~find_plugin.core.variables.register_input_kind`
 adds one). A variable declared by several requested tasks is fed by the first one's inputs; the
 others may repeat them but not contradict them.
+
+Re-implements (facts from the papers and code, no code copied):
+- FIND: Zou et al., "Interfacing Foundation Models' Embeddings", arXiv 2312.07532
+  (github.com/UX-Decoder/FIND).
 """
 
 from dataclasses import dataclass, field

@@ -5,6 +5,12 @@
 * :func:`fine_grained_loss` - object-proposal semantics vs caption token embeddings with
   position-weighted soft targets, ``0.7 * i2t + 0.3 * t2i``.
 * :func:`retrieval_scores` / :func:`recall_at_k` - evaluation.
+
+Re-implements (facts from the papers and code, no code copied):
+- CLIP: Radford et al., "Learning Transferable Visual Models From Natural Language Supervision",
+  ICML 2021 (github.com/openai/CLIP).
+- FIND: Zou et al., "Interfacing Foundation Models' Embeddings", arXiv 2312.07532
+  (github.com/UX-Decoder/FIND).
 """
 
 from typing import Dict, Sequence

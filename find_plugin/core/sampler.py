@@ -18,6 +18,12 @@ Prompt masks (strokes, points, boxes, reference masks; positive and negative) be
 Points are sampled independently per level (as official). Pre-sampled points can be given
 instead: for each level, a list over images of dicts ``{"index": [P] long, "coords": [P, 2]
 float (y/h, x/w), "positive": [P] bool}``.
+
+Re-implements (facts from the papers and code, no code copied):
+- FIND: Zou et al., "Interfacing Foundation Models' Embeddings", arXiv 2312.07532
+  (github.com/UX-Decoder/FIND).
+- SEEM: Zou et al., "Segment Everything Everywhere All at Once", NeurIPS 2023
+  (github.com/UX-Decoder/Segment-Everything-Everywhere-All-At-Once).
 """
 
 from typing import Dict, List, Optional, Sequence

@@ -31,6 +31,10 @@ Built-in kinds (input keys, conventions of :mod:`find_plugin.core.conventions`):
   the image query's content (and positional embedding) added (official).
 * ``visual_prompts``: ``points`` (pre-sampled, see :mod:`find_plugin.core.sampler`) or
   ``pos_masks`` / ``neg_masks`` (list over images of [n_b, H, W] bool prompt masks).
+
+Re-implements (facts from the papers and code, no code copied):
+- FIND: Zou et al., "Interfacing Foundation Models' Embeddings", arXiv 2312.07532
+  (github.com/UX-Decoder/FIND).
 """
 
 from dataclasses import dataclass, field

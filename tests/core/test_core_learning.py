@@ -118,7 +118,10 @@ def _build_batch(g: torch.Generator):
             "token_padding": no_pad4,
             "token_index": torch.stack(gr_idx),
         },
-        "retrieval": {"tokens": torch.stack(captions), "token_padding": torch.zeros(B, 5, dtype=bool)},
+        "retrieval": {
+            "tokens": torch.stack(captions),
+            "token_padding": torch.zeros(B, 5, dtype=bool),
+        },
         "spatial": {"pos_masks": sp_pos, "neg_masks": [torch.zeros_like(p) for p in sp_pos]},
         "interleave": {
             "tokens": torch.stack(il_tok),

@@ -7,6 +7,10 @@ Both are registry packages, so no network access is needed at run time.
 Taps (outputs of ``net._blocks[i]``): block 2 -> ``res2`` 24 ch @ stride 4, block 4 -> ``res3``
 40 @ 8, block 10 -> ``res4`` 112 @ 16, block 15 -> ``res5`` 320 @ 32. Input: RGB ``[B, 3, H, W]``
 normalised with ImageNet mean/std (the same as FIND's ``PIXEL_MEAN/PIXEL_STD`` on 0-255 pixels).
+
+Re-implements (facts from the papers and code, no code copied):
+- EfficientNet: Tan and Le, "EfficientNet: Rethinking Model Scaling for Convolutional Neural
+  Networks", ICML 2019 (github.com/tensorflow/tpu, models/official/efficientnet/lite).
 """
 
 from typing import Dict, Optional, Sequence

@@ -14,6 +14,11 @@ official checkpoint loads with a plain prefix mapping (see :mod:`.vision_model`)
 
 Input: images ``[B, 3, H, W]`` (already normalised). Output: dict ``res2..res5`` of
 ``[B, C_i, H_i, W_i]`` with strides 4/8/16/32 and channels ``embed_dim * 2**i``.
+
+Re-implements (facts from the papers and code, no code copied):
+- FocalNet: Yang et al., "Focal Modulation Networks", NeurIPS 2022 (github.com/microsoft/FocalNet).
+- X-Decoder: Zou et al., "Generalized Decoding for Pixel, Image, and Language", CVPR 2023
+  (github.com/microsoft/X-Decoder).
 """
 
 from typing import Dict, List, Sequence

@@ -16,6 +16,12 @@ Sub-module names equal the official ones after stripping ``sem_seg_head.pixel_de
 input of stride rank ``i`` (1 = finest) ``adapter_i`` (1x1 lateral conv + ``norm``) and ``layer_i``
 (3x3 output conv + ``norm``); the coarsest input has ``input_proj``,
 ``transformer.encoder.layers.*`` and ``layer_<n>`` only.
+
+Re-implements (facts from the papers and code, no code copied):
+- X-Decoder: Zou et al., "Generalized Decoding for Pixel, Image, and Language", CVPR 2023
+  (github.com/microsoft/X-Decoder).
+- Mask2Former: Cheng et al., "Masked-attention Mask Transformer for Universal Image Segmentation",
+  CVPR 2022 (github.com/facebookresearch/Mask2Former).
 """
 
 from typing import Dict, List, Mapping, Optional, Tuple
