@@ -29,6 +29,7 @@ Re-implements (facts from the papers and code, no code copied):
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from .registry import NameRegistry
 from .variables import get_input_kind, init_kind
 
 KINDS = ("proposal", "query", "memory", "token")
@@ -312,31 +313,26 @@ INTERLEAVE_RETRIEVAL = TaskPrototype(
     "interleave retrieval (query side: legend query over an interleaved sentence)",
 )
 
-_REGISTRY: Dict[str, TaskPrototype] = {}
+_REGISTRY: NameRegistry[TaskPrototype] = NameRegistry("task prototype")
 
 
 def register_prototype(prototype: TaskPrototype, *, overwrite: bool = False) -> TaskPrototype:
     """Register ``prototype`` under ``prototype.name`` (error if taken unless ``overwrite``)."""
     if not isinstance(prototype, TaskPrototype):
         raise TypeError(f"register_prototype expects a TaskPrototype, got {type(prototype)}")
-    if prototype.name in _REGISTRY and not overwrite:
-        raise KeyError(f"task prototype {prototype.name!r} is already registered")
-    _REGISTRY[prototype.name] = prototype
-    return prototype
+    return _REGISTRY.add(prototype.name, prototype, overwrite=overwrite)
 
 
 def unregister_prototype(name: str) -> None:
-    _REGISTRY.pop(name, None)
+    _REGISTRY.remove(name)
 
 
 def get_prototype(name: str) -> TaskPrototype:
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown task {name!r}; registered tasks: {sorted(_REGISTRY)}")
-    return _REGISTRY[name]
+    return _REGISTRY.get(name)
 
 
 def list_prototypes() -> List[str]:
-    return list(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def merge_prototypes(task_names: Iterable[str]) -> List[VariableSpec]:

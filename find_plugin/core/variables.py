@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from .conventions import NO_ITEM, no_item
+from .registry import NameRegistry
 from .sampler import sample_prompts
 
 
@@ -73,7 +74,7 @@ class InputContext:
 
 
 Builder = Callable[..., Optional[VariableRows]]
-_KINDS: Dict[str, Builder] = {}
+_KINDS: NameRegistry[Builder] = NameRegistry("input kind")
 
 
 def init_kind(init: str) -> str:
@@ -87,18 +88,15 @@ def register_input_kind(name: str, builder: Builder, *, overwrite: bool = False)
         raise ValueError(f"input kind name must be non-empty and without ':', got {name!r}")
     if not callable(builder):
         raise TypeError(f"register_input_kind({name!r}): builder must be callable")
-    if name in _KINDS and not overwrite:
-        raise KeyError(f"input kind {name!r} is already registered")
-    _KINDS[name] = builder
-    return builder
+    return _KINDS.add(name, builder, overwrite=overwrite)
 
 
 def unregister_input_kind(name: str) -> None:
-    _KINDS.pop(name, None)
+    _KINDS.remove(name)
 
 
 def list_input_kinds() -> List[str]:
-    return sorted(_KINDS)
+    return sorted(_KINDS.names())
 
 
 def get_input_kind(init: str) -> Builder:
@@ -107,7 +105,7 @@ def get_input_kind(init: str) -> Builder:
         raise ValueError(
             f"unknown input kind {kind!r} (init {init!r}); known: {list_input_kinds()}"
         )
-    return _KINDS[kind]
+    return _KINDS.get(kind)
 
 
 class _RecordingInputs(Mapping):

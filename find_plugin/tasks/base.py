@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from ..core.conventions import NO_ITEM
+from ..core.registry import NameRegistry
 from ..core.text_pass import zero_feature_pass
 
 __all__ = [
@@ -137,7 +138,7 @@ class FINDTask:
         return {}
 
 
-_TASKS: Dict[str, type] = {}
+_TASKS: NameRegistry[type] = NameRegistry("FIND task")
 
 
 def register_task(cls: type, *, overwrite: bool = False) -> type:
@@ -145,21 +146,16 @@ def register_task(cls: type, *, overwrite: bool = False) -> type:
     Instances are made with :func:`build_task` (a task may take options, e.g. class names)."""
     if not (isinstance(cls, type) and issubclass(cls, FINDTask)) or not cls.name:
         raise TypeError(f"register_task expects a FINDTask subclass with a name, got {cls!r}")
-    if cls.name in _TASKS and not overwrite:
-        raise KeyError(f"task {cls.name!r} is already registered")
-    _TASKS[cls.name] = cls
-    return cls
+    return _TASKS.add(cls.name, cls, overwrite=overwrite)
 
 
 def unregister_task(name: str) -> None:
-    _TASKS.pop(name, None)
+    _TASKS.remove(name)
 
 
 def get_task(name: str) -> type:
     """The registered task class ``name``."""
-    if name not in _TASKS:
-        raise KeyError(f"unknown FIND task {name!r}; registered tasks: {sorted(_TASKS)}")
-    return _TASKS[name]
+    return _TASKS.get(name)
 
 
 def build_task(name: str, **options) -> "FINDTask":
@@ -168,7 +164,7 @@ def build_task(name: str, **options) -> "FINDTask":
 
 
 def list_tasks() -> List[str]:
-    return list(_TASKS)
+    return _TASKS.names()
 
 
 def merge_task_inputs(parts: Sequence[Tuple[str, Mapping[str, dict]]]) -> Dict[str, dict]:

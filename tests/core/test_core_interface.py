@@ -249,7 +249,7 @@ def test_core_interface_bad_inputs(tiny, tiny_model):
         tiny_model(feats[:2], mf, {})
     with pytest.raises(ValueError, match="tokens"):
         tiny_model(feats, mf, {"retrieval": {"tokens": torch.zeros(1, 3, 7)}})
-    with pytest.raises(KeyError, match="unknown task"):
+    with pytest.raises(KeyError, match="unknown task prototype"):
         tiny_model(feats, mf, {"nope": {}})
 
 
