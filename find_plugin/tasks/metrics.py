@@ -177,7 +177,8 @@ class InteractiveMetric(_Metric):
         ious = ious[None] if ious.dim() == 1 else ious
         if ious.dim() != 2 or ious.shape[1] != self.max_clicks:
             raise ValueError(
-                f"ious must be [n, {self.max_clicks}] or [{self.max_clicks}], got {tuple(ious.shape)}"
+                f"ious must be [n, {self.max_clicks}] or [{self.max_clicks}], "
+                f"got {tuple(ious.shape)}"
             )
         self._parts["ious"].append(_f32(ious).detach().cpu())
 
@@ -224,7 +225,8 @@ def streamed_topk(
     scores at the k-th place."""
     if queries.dim() != 2 or gallery.dim() != 2 or queries.shape[1] != gallery.shape[1]:
         raise ValueError(
-            f"queries {tuple(queries.shape)} and gallery {tuple(gallery.shape)} must be [N, D] alike"
+            f"queries {tuple(queries.shape)} and gallery {tuple(gallery.shape)} must be "
+            "[N, D] with the same D"
         )
     if int(query_chunk) < 1 or int(gallery_chunk) < 1:
         raise ValueError(
@@ -276,11 +278,13 @@ def retrieval_recall(
     for name, emb, ids in (("image", img, iids), ("text", txt, tids)):
         if emb.dim() != 2 or emb.shape[0] != ids.numel():
             raise ValueError(
-                f"{name}_embeds must be [N, D] with one {name}_id per row, got {tuple(emb.shape)} and {ids.numel()} ids"
+                f"{name}_embeds must be [N, D] with one {name}_id per row, got "
+                f"{tuple(emb.shape)} and {ids.numel()} ids"
             )
         if emb.shape[0] < max(RETRIEVAL_KS):
             raise ValueError(
-                f"retrieval needs at least {max(RETRIEVAL_KS)} {name} embeddings for top-10, got {emb.shape[0]}"
+                f"retrieval needs at least {max(RETRIEVAL_KS)} {name} embeddings for top-10, "
+                f"got {emb.shape[0]}"
             )
     if img.shape[1] != txt.shape[1]:
         raise ValueError(f"image_embeds dim {img.shape[1]} != text_embeds dim {txt.shape[1]}")
@@ -322,7 +326,8 @@ class RetrievalMetric(_Metric):
             emb, ids = torch.as_tensor(emb).detach(), torch.as_tensor(ids).reshape(-1)
             if emb.dim() != 2 or emb.shape[0] != ids.numel():
                 raise ValueError(
-                    f"{side}_embeds must be [n, D] with n = len({side}_ids), got {tuple(emb.shape)}, {ids.numel()} ids"
+                    f"{side}_embeds must be [n, D] with n = len({side}_ids), got "
+                    f"{tuple(emb.shape)} and {ids.numel()} ids"
                 )
             self._parts[f"{side}_embeds"].append(_f32(emb).cpu())
             self._parts[f"{side}_ids"].append(ids.long().cpu())

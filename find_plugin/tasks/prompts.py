@@ -31,7 +31,7 @@ Deviations from the official samplers, kept on purpose:
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Sequence, Tuple
 
 import numpy as np
 import torch

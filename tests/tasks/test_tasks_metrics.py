@@ -158,6 +158,14 @@ def test_tasks_metrics_retrieval_hand_computed():
     }
 
 
+def test_tasks_metrics_retrieval_irtr_from_unrounded_values():
+    e = torch.eye(12)
+    txt = torch.cat([e[:4], e[5:12], e[4:5]])  # captions 0-3 hit, 4-11 point to another image
+    r = retrieval_recall(e, torch.arange(12), txt, torch.arange(12))
+    assert r["ir1"] == r["tr1"] == 33.333  # 4 / 12 each
+    assert r["irtr"] == 66.667  # 100 * (4/12 + 4/12), not 33.333 + 33.333
+
+
 def _full_matrix_recall(img, iids, txt, tids):
     """Reference: the official evaluator's full-matrix computation."""
     img = img / img.norm(dim=-1, keepdim=True)

@@ -190,6 +190,7 @@ def test_tasks_prompts_simulate_clicks_stop_rule_is_strict_and_per_instance():
     assert len(calls) == 1 and torch.equal(ious, torch.ones(2, 5))  # stop, later rounds repeat
     nine = gt.clone()
     nine[0, 9, 0] = False  # IoU exactly 0.9: not > 0.9, the loop goes on
+    nine[1, 5, 5:10] = False  # IoU 0.95 >= 0.925: no more clicks for this instance
     seen = []
 
     def almost(pos, neg):
@@ -197,8 +198,8 @@ def test_tasks_prompts_simulate_clicks_stop_rule_is_strict_and_per_instance():
         return nine.clone()
 
     ious = simulate_clicks(almost, gt, max_clicks=3, initial_pos=gt & False)
-    assert len(seen) == 3 and ious[0].tolist() == pytest.approx([0.9] * 3)
-    assert not seen[2][1].any()  # instance 1 (IoU 1 >= 0.925) never gets a click
+    assert len(seen) == 3 and ious.flatten().tolist() == pytest.approx([0.9] * 3 + [0.95] * 3)
+    assert not seen[2][1].any()  # instance 1 (IoU 0.95 >= 0.925) never gets a click
     assert seen[1][0].any()  # instance 0 (IoU 0.9 < 0.925) does: a positive click
 
 
