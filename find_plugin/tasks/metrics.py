@@ -1,5 +1,5 @@
-"""Streaming FIND evaluation metrics, computed as the official evaluators do (spec §5.4; the
-facts and quirks are listed in docs/official_evaluators.md).
+"""Streaming FIND evaluation metrics, computed as the official evaluators do (spec §5.4; official
+``datasets/evaluation/{grounding,retrieval,interactive}_evaluation.py`` and ``misc.get_iou``).
 
 Each metric has ``update(...)``, ``compute() -> dict``, ``state() -> dict`` of CPU tensors and
 ``merge(states)``: a multi-process evaluator gathers every rank's ``state()`` to rank 0 and

@@ -293,7 +293,8 @@ def next_click(pred, gt, *, ignore=None, prompted=None) -> Tuple[bool, torch.Ten
     Differences from the official code: it takes the max of kornia's approximate distance
     transform of the bilinearly resized prediction at the padded size; near-ties may differ.
     """
-    p, t = _as_bool(pred, "pred"), _as_bool(gt, "gt")
+    t = _as_bool(gt, "gt")
+    p = _as_bool(pred, "pred").to(t.device)
     if p.shape != t.shape:
         raise ValueError(f"pred {tuple(p.shape)} and gt {tuple(t.shape)} must have the same shape")
     free = torch.ones_like(t)
