@@ -75,7 +75,8 @@ class GroundingMetric(_Metric):
     U < 32 pixels, so a small mask exactly at a threshold (I=2, U=4 at 0.5) fails it; thresholds
     compare float32 with float32(t), so 7/10 of a large mask passes 0.7; an empty GT counts as
     IoU 0 in every mean (never skipped); every mask weighs the same in mIoU / precision (images
-    with more phrases weigh more), cIoU weighs pixels; no masks in total: cIoU is NaN.
+    with more phrases weigh more), cIoU weighs pixels; all-empty masks: cIoU is NaN, mIoU 0 (the
+    official data side gives a phrase whose panoptic segment is missing an all-zero GT).
     Corrected values: ``mIoU_exact`` (IoU = I / U in float64, empty union = 0),
     ``precision@t_exact`` (exact rational comparison I / U >= t), ``cIoU_exact`` (float64).
     The official evaluator sums IoUs in float32 image by image; here they are summed in float64

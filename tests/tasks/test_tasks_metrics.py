@@ -197,6 +197,23 @@ def test_tasks_metrics_retrieval_streamed_equals_full_matrix(chunks):
     assert torch.equal(top, (img @ txt.t()).topk(10, dim=1).indices)
 
 
+def test_tasks_metrics_retrieval_never_builds_the_full_score_matrix(monkeypatch):
+    img, iids, txt, tids = _hand_retrieval()
+    shapes = []
+    matmul = torch.Tensor.__matmul__
+
+    def spy(a, b):
+        out = matmul(a, b)
+        shapes.append(tuple(out.shape))
+        return out
+
+    monkeypatch.setattr(torch.Tensor, "__matmul__", spy)
+    metric = RetrievalMetric(query_chunk=3, gallery_chunk=4)
+    metric.update(image_embeds=img, image_ids=iids, text_embeds=txt, text_ids=tids)
+    assert metric.compute()["ir5"] == 91.667
+    assert shapes and max(shapes) <= (3, 4) and max(s[1] for s in shapes) <= 4
+
+
 def test_tasks_metrics_retrieval_ties_go_to_lower_index_for_any_chunking():
     gallery = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [0.5, 0.5]])
     query = torch.tensor([[1.0, 0.0]])
