@@ -18,7 +18,7 @@ from typing import Dict, List, Sequence
 import torch
 
 from ..core.class_bank import TRAIN_TEMPLATES, clean_class_name
-from ..core.postprocess import grounding_pick
+from ..core.postprocess import grounding_pick, resize_mask_logits
 from .base import (
     FINDTask,
     pad_item_index,
@@ -135,6 +135,17 @@ class GroundingTask(FINDTask):
             outputs["pred_gtexts"][b], outputs["pred_grounding_query"][b, real], logit_scale
         )
         return outputs["pred_gmasks"][b, idx]
+
+    def predict(self, outputs, b: int, *, logit_scale, padded_size, image_size, output_size):
+        """Picked mask logits of image ``b`` at ``output_size`` [G, H, W] (official referring
+        resize); foreground = logit > 0 (:class:`~.metrics.GroundingMetric`)."""
+        return resize_mask_logits(
+            self.pick(outputs, b, logit_scale),
+            padded_size=padded_size,
+            image_size=image_size,
+            output_size=output_size,
+            task="grounding",
+        )
 
 
 def _as_masks(sentence, size) -> torch.Tensor:

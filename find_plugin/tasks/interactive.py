@@ -20,10 +20,16 @@ from typing import Dict, List, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..core.postprocess import interactive_pick
+from ..core.postprocess import interactive_pick, resize_mask_logits
 from .base import FINDTask, pad_item_index, pad_masks, randint, record_size, register_task
 from .metrics import InteractiveMetric
-from .prompts import TRAIN_PROMPT_KINDS, next_click, sample_prompt_kind, simulate_prompt
+from .prompts import (
+    TRAIN_PROMPT_KINDS,
+    next_click,
+    sample_prompt_kind,
+    simulate_clicks,
+    simulate_prompt,
+)
 
 __all__ = ["InteractiveTask", "ITEM_VARIABLE"]
 
@@ -106,6 +112,26 @@ class InteractiveTask(FINDTask):
         real = ~outputs["item_padding"][ITEM_VARIABLE][b]
         idx, _ = interactive_pick(outputs["pred_smaskembs"][b], outputs["pred_pspatials"][b, real])
         return outputs["pred_smasks"][b, idx]
+
+    def predict(self, outputs, b: int, *, padded_size, image_size, output_size) -> torch.Tensor:
+        """Picked masks of image ``b`` at ``output_size`` [P, H, W] bool (official: bicubic, then
+        sigmoid > 0.5)."""
+        logits = resize_mask_logits(
+            self.pick(outputs, b),
+            padded_size=padded_size,
+            image_size=image_size,
+            output_size=output_size,
+            task="interactive",
+        )
+        return logits > 0
+
+    @staticmethod
+    def click_ious(predict_fn, gt_masks: torch.Tensor, *, max_clicks: int) -> torch.Tensor:
+        """Evaluation rounds of one image: ``predict_fn(pos, neg) -> [N, H, W] bool`` runs the
+        model on the accumulated clicks; returns the IoU after each click [N, max_clicks] (the
+        official click simulator and stop rule, :func:`.prompts.simulate_clicks`), the input of
+        :class:`~.metrics.InteractiveMetric`."""
+        return simulate_clicks(predict_fn, gt_masks, max_clicks=max_clicks)
 
     def add_corrections(self, samples: Sequence[dict], outputs) -> List[dict]:
         """Next round: per prompt one click from the click simulator on its current prediction

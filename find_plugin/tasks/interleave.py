@@ -25,7 +25,7 @@ import torch
 
 from ..core.conventions import NO_ITEM
 from ..core.entity_map import token_entity_map
-from ..core.postprocess import interleave_pick
+from ..core.postprocess import interleave_pick, resize_mask_logits
 from .base import (
     FINDTask,
     encode_texts_on_zero_features,
@@ -177,6 +177,19 @@ class InterleaveTask(FINDTask):
             sample["is_visual"].to(outputs["pred_imaskembs"].device),
         )
         return outputs["pred_imasks"][b, idx]
+
+    def predict(
+        self, outputs, b: int, sample: dict, *, padded_size, image_size, output_size, official=False
+    ):
+        """Picked mask logits of image ``b`` at ``output_size`` [E, H, W]; ``official`` resizes as
+        the official evaluation does (padded border stretched into the image), else aligned."""
+        return resize_mask_logits(
+            self.pick(outputs, b, sample),
+            padded_size=padded_size,
+            image_size=image_size,
+            output_size=output_size,
+            task="interleave_official" if official else "interleave",
+        )
 
 
 @register_task

@@ -188,3 +188,29 @@ def test_retrieval_scores_and_recall():
     pos = torch.eye(3, dtype=torch.bool)
     pos[2, 0] = True
     assert recall_at_k(s, pos, ks=(1,))[1] == 1.0
+
+
+def test_interleave_official_rule_stretches_the_padded_border():
+    """Official interleave evaluation: one antialiased bicubic resize of the whole stride-4 map
+    (padding included) to the output size; the aligned rule crops the padding first."""
+    import torch.nn.functional as F
+
+    from find_plugin.core.postprocess import resize_mask_logits
+
+    logits = torch.randn(2, 16, 16)
+    sizes = dict(padded_size=(64, 64), image_size=(48, 64), output_size=(48, 64))
+    official = resize_mask_logits(logits, task="interleave_official", **sizes)
+    by_hand = F.interpolate(
+        logits[None], size=(48, 64), mode="bicubic", align_corners=False, antialias=True
+    )[0]
+    torch.testing.assert_close(official, by_hand)
+    aligned = resize_mask_logits(logits, task="interleave", **sizes)
+    assert (aligned - official).abs().max() > 0.1
+    # without padding the two agree
+    same = dict(padded_size=(64, 64), image_size=(64, 64), output_size=(64, 64))
+    torch.testing.assert_close(
+        resize_mask_logits(logits, task="interleave_official", **same),
+        resize_mask_logits(logits, task="interleave", **same),
+        atol=1e-4,
+        rtol=1e-4,
+    )
