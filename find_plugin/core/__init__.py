@@ -24,7 +24,7 @@ from .class_bank import (
 from .conventions import NO_ITEM, no_item
 from .criterion import FINDCriterion
 from .entity_map import entity_token_masks, token_entity_map
-from .heads import PredictionHeads, cosine_logits
+from .heads import PredictionHeads
 from .interface import FINDInterface
 from .matcher import HungarianMatcher
 from .postprocess import (
@@ -46,7 +46,7 @@ from .prototypes import (
     register_prototype,
     unregister_prototype,
 )
-from .retrieval import fine_grained_loss, itc_loss, recall_at_k, retrieval_scores
+from .retrieval import fine_grained_loss, itc_loss
 from .sampler import VisualPromptSampler, sample_prompt_points, sample_prompts
 from .text_pass import zero_feature_pass
 from .variables import (
@@ -71,7 +71,6 @@ __all__ = [
     "class_prompts",
     "ClassBank",
     "clean_class_name",
-    "cosine_logits",
     "CrossRule",
     "entity_token_masks",
     "EVAL_TEMPLATE",
@@ -88,10 +87,8 @@ __all__ = [
     "list_prototypes",
     "panoptic_inference",
     "PredictionHeads",
-    "recall_at_k",
     "register_prototype",
     "resize_mask_logits",
-    "retrieval_scores",
     "sample_prompt_points",
     "sample_prompts",
     "semantic_inference",

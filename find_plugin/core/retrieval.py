@@ -1,10 +1,9 @@
-"""Contrastive retrieval losses and retrieval evaluation (spec §3.2 and §5.4).
+"""Contrastive retrieval losses (spec §3.2); evaluation lives in find_plugin.tasks.metrics.
 
 * :func:`itc_loss` - symmetric InfoNCE between image and text embeddings (L2-normalised, scale
   ``min(exp(logit_scale), 100)``, gathered over processes with the local gradient kept).
 * :func:`fine_grained_loss` - object-proposal semantics vs caption token embeddings with
   position-weighted soft targets, ``0.7 * i2t + 0.3 * t2i``.
-* :func:`retrieval_scores` / :func:`recall_at_k` - evaluation.
 
 Re-implements (facts from the papers and code, no code copied):
 - CLIP: Radford et al., "Learning Transferable Visual Models From Natural Language Supervision",
@@ -12,8 +11,6 @@ Re-implements (facts from the papers and code, no code copied):
 - FIND: Zou et al., "Interfacing Foundation Models' Embeddings", arXiv 2312.07532
   (github.com/UX-Decoder/FIND).
 """
-
-from typing import Dict, Sequence
 
 import torch
 import torch.distributed as dist
@@ -26,8 +23,6 @@ __all__ = [
     "itc_loss",
     "fine_grained_loss",
     "soft_cross_entropy",
-    "retrieval_scores",
-    "recall_at_k",
 ]
 
 
@@ -112,47 +107,3 @@ def fine_grained_loss(
     loss_i2t = soft_cross_entropy(logits, gt)
     loss_t2i = soft_cross_entropy(logits.t(), gt.t())
     return i2t_weight * loss_i2t + t2i_weight * loss_t2i
-
-
-def retrieval_scores(query_emb: torch.Tensor, gallery_emb: torch.Tensor) -> torch.Tensor:
-    """Cosine scores of L2-normalised embeddings: query [Nq, D], gallery [Ng, D] -> [Nq, Ng]."""
-    if query_emb.dim() != 2 or gallery_emb.dim() != 2 or query_emb.shape[1] != gallery_emb.shape[1]:
-        raise ValueError(
-            f"retrieval_scores expects [Nq, D] and [Ng, D], got {tuple(query_emb.shape)} and "
-            f"{tuple(gallery_emb.shape)}"
-        )
-    return l2_normalize(query_emb, eps=1e-12) @ l2_normalize(gallery_emb, eps=1e-12).t()
-
-
-def recall_at_k(
-    scores: torch.Tensor, positives: torch.Tensor, ks: Sequence[int] = (1, 5, 10)
-) -> Dict[int, float]:
-    """Fraction of queries with a positive item among their top-K gallery items.
-
-    Args:
-        scores: [Nq, Ng] (higher = better).
-        positives: [Nq] int64 index of the positive gallery item per query, or [Nq, Ng] bool.
-    Returns:
-        {k: recall in [0, 1]}; K larger than Ng is clipped to Ng.
-    """
-    if scores.dim() != 2:
-        raise ValueError(f"scores must be [Nq, Ng], got {tuple(scores.shape)}")
-    num_q, num_g = scores.shape
-    if positives.dim() == 1:
-        if positives.shape[0] != num_q:
-            raise ValueError(f"positives must have {num_q} entries, got {positives.shape[0]}")
-        pos = torch.zeros(num_q, num_g, dtype=torch.bool, device=scores.device)
-        pos[torch.arange(num_q, device=scores.device), positives.long().to(scores.device)] = True
-    elif positives.shape == scores.shape:
-        pos = positives.bool().to(scores.device)
-    else:
-        raise ValueError(
-            f"positives must be [Nq] indices or a [Nq, Ng] bool mask, got {tuple(positives.shape)}"
-        )
-    order = scores.argsort(dim=1, descending=True)
-    ranked_pos = torch.gather(pos, 1, order)
-    out = {}
-    for k in ks:
-        kk = min(int(k), num_g)
-        out[int(k)] = ranked_pos[:, :kk].any(dim=1).float().mean().item() if num_q else 0.0
-    return out

@@ -14,7 +14,6 @@ from find_plugin.core.postprocess import (
     resize_mask_logits,
     semantic_inference,
 )
-from find_plugin.core.retrieval import recall_at_k, retrieval_scores
 
 
 def sig(x):
@@ -175,19 +174,6 @@ def test_interactive_and_interleave_picks():
     # entity 0 is visual -> pixel dot prefers proposal 0; entity 1 is text -> semantic prefers 1
     assert idx.tolist() == [0, 1]
     assert torch.allclose(logits, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
-
-
-def test_retrieval_scores_and_recall():
-    q = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    g = torch.tensor([[2.0, 0.0], [0.0, 5.0], [-1.0, 0.2]])
-    s = retrieval_scores(q, g)
-    assert torch.allclose(s[0], torch.tensor([1.0, 0.0, -1 / math.sqrt(1.04)]), atol=1e-6)
-    # query 2's positive (item 2) ranks last -> R@1 = R@2 = 2/3, R@3 = 1
-    r = recall_at_k(s, torch.tensor([0, 1, 2]), ks=(1, 2, 3, 10))
-    assert r == {1: pytest.approx(2 / 3), 2: pytest.approx(2 / 3), 3: 1.0, 10: 1.0}
-    pos = torch.eye(3, dtype=torch.bool)
-    pos[2, 0] = True
-    assert recall_at_k(s, pos, ks=(1,))[1] == 1.0
 
 
 def test_interleave_official_rule_stretches_the_padded_border():
