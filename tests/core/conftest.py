@@ -124,3 +124,37 @@ class _Tiny:
 @pytest.fixture(scope="session")
 def tiny():
     return _Tiny
+
+
+# ------------------------------------------------------------------------------------------
+# the parity_small interface with the official weights (through the checkpoint converter)
+# ------------------------------------------------------------------------------------------
+PARITY_INTERFACE = dict(
+    hidden_dim=128,
+    num_heads=8,
+    dim_feedforward=256,
+    num_layers=3,
+    num_queries=20,
+    mask_dim=128,
+    dim_proj=128,
+    dim_text=64,
+    num_memories=16,
+)
+
+
+@pytest.fixture(scope="session")
+def official_interface(parity_load):
+    """FINDInterface of the parity_small size loaded strictly with the official weights; every
+    one of the 72 official interface keys maps (the vision groups are dropped)."""
+    from find_plugin.checkpoint.official import convert_official_state_dict
+    from find_plugin.core.interface import FINDInterface
+
+    model = FINDInterface(**PARITY_INTERFACE)
+    # Target = the interface under its FINDModel name; the vision groups are not part of it.
+    target = {"interface." + k: v for k, v in model.state_dict().items()}
+    converted, report = convert_official_state_dict(
+        parity_load("state_dict.pt"), target=target, drop=("backbone", "pixel_decoder")
+    )
+    assert report.ok and report.counts()["interface"]["mapped"] == 72
+    model.load_state_dict({k[len("interface.") :]: v for k, v in converted.items()}, strict=True)
+    return model.eval()

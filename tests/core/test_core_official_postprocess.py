@@ -15,8 +15,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from find_plugin.checkpoint import convert_official_state_dict
-from find_plugin.core.interface import FINDInterface
 from find_plugin.core.postprocess import (
     grounding_pick,
     instance_inference,
@@ -38,26 +36,8 @@ TASK_FILES = [
 
 
 @pytest.fixture(scope="module")
-def interface(parity_load):
-    """FINDInterface of the parity_small size with the official weights (converter path)."""
-    model = FINDInterface(
-        hidden_dim=128,
-        num_heads=8,
-        dim_feedforward=256,
-        num_layers=3,
-        num_queries=20,
-        mask_dim=128,
-        dim_proj=128,
-        dim_text=64,
-        num_memories=16,
-    )
-    target = {"interface." + k: v for k, v in model.state_dict().items()}
-    converted, report = convert_official_state_dict(
-        parity_load("state_dict.pt"), target=target, drop=("backbone", "pixel_decoder")
-    )
-    assert report.ok
-    model.load_state_dict({k[len("interface.") :]: v for k, v in converted.items()}, strict=True)
-    return model.eval()
+def interface(official_interface):
+    return official_interface
 
 
 @pytest.fixture(scope="module")

@@ -9,35 +9,13 @@ The official state dict is loaded through the checkpoint converter (the one code
 import pytest
 import torch
 
-from find_plugin.checkpoint import convert_official_state_dict
-from find_plugin.core.interface import FINDInterface
 
 ATOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def official_model(parity_load):
-    sd = parity_load("state_dict.pt")
-    model = FINDInterface(
-        hidden_dim=128,
-        num_heads=8,
-        dim_feedforward=256,
-        num_layers=3,
-        num_queries=20,
-        mask_dim=128,
-        dim_proj=128,
-        dim_text=64,
-        num_memories=16,
-    )
-    # Target = the interface under its FINDModel name; the vision groups are not part of it.
-    target = {"interface." + k: v for k, v in model.state_dict().items()}
-    converted, report = convert_official_state_dict(
-        sd, target=target, drop=("backbone", "pixel_decoder")
-    )
-    assert report.ok and report.counts()["interface"]["mapped"] == 72
-    mine = {k[len("interface.") :]: v for k, v in converted.items()}
-    model.load_state_dict(mine, strict=True)  # every interface key maps, none is left over
-    return model.eval()
+def official_model(official_interface):
+    return official_interface
 
 
 def _points_from_trace(calls):
