@@ -9,7 +9,6 @@ The official state dict is loaded through the checkpoint converter (the one code
 import pytest
 import torch
 
-
 ATOL = 1e-4
 
 
