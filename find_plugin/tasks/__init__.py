@@ -9,7 +9,14 @@ around these. A new task is one module with a :class:`FINDTask` subclass decorat
 :func:`register_task` (and, if it needs new embeddings, a core prototype and input kind).
 """
 
-from . import generic, grounding, interactive, interleave, retrieval  # noqa: F401 (registration)
+from . import (  # noqa: F401 (registration)
+    generic,
+    grounding,
+    interactive,
+    interleave,
+    interleave_retrieval,
+    retrieval,
+)
 from .base import (
     FINDTask,
     TokenFeatures,
@@ -23,7 +30,8 @@ from .batch import TaskBatch, criterion_loss_groups, prepare_batch, task_losses
 from .generic import GenericSegmentationTask
 from .grounding import GroundingTask
 from .interactive import InteractiveTask
-from .interleave import InterleaveRetrievalTask, InterleaveTask
+from .interleave import InterleaveTask
+from .interleave_retrieval import InterleaveRetrievalTask
 from .retrieval import RetrievalTask
 
 __all__ = [

@@ -12,11 +12,7 @@ tokens, and tokens of a visual entity also read the sampled points of its prompt
   The mask of an entity is the entity proposal with the largest mixed logit (pixel dot for visual
   entities, semantic dot for text ones; ``interleave_pick``). The ``interleave_itc`` loss also
   trains the sentence-image contrast used by interleave retrieval.
-* :class:`InterleaveRetrievalTask` (prototype ``interleave_retrieval``): the README protocol of
-  FIND-Bench: text-only sentences through the legend query (``pred_interleave_image``) on zero
-  features, ranked against the images' ``pred_retrievals``. ``first_sentence_only`` reproduces the
-  official evaluator (only the first sentence of an image is encoded and repeated for its other
-  sentences); ``False`` encodes every sentence (the corrected protocol).
+  Interleave retrieval is its own task (:mod:`.interleave_retrieval`).
 """
 
 from typing import Dict, List, Sequence, Tuple
@@ -28,7 +24,6 @@ from ..core.entity_map import token_entity_map
 from ..core.postprocess import interleave_pick, resize_mask_logits
 from .base import (
     FINDTask,
-    encode_texts_on_zero_features,
     pad_item_index,
     pad_masks,
     pad_token_batch,
@@ -37,10 +32,10 @@ from .base import (
     register_task,
     stack_masks,
 )
-from .metrics import GroundingMetric, RetrievalMetric
+from .metrics import GroundingMetric
 from .prompts import TRAIN_PROMPT_KINDS, sample_prompt_kind, simulate_prompt
 
-__all__ = ["InterleaveTask", "InterleaveRetrievalTask", "interleave_sentence", "ITEM_VARIABLE"]
+__all__ = ["InterleaveTask", "interleave_sentence", "ITEM_VARIABLE"]
 
 ITEM_VARIABLE = "queries_interleave_entity"
 VISUAL_SLOT = "[INTERACTIVE]"
@@ -189,41 +184,4 @@ class InterleaveTask(FINDTask):
             image_size=image_size,
             output_size=output_size,
             task="interleave_official" if official else "interleave",
-        )
-
-
-@register_task
-class InterleaveRetrievalTask(FINDTask):
-    """Text-only interleave retrieval (evaluation; trained through ``interleave_itc``)."""
-
-    name = "interleave_retrieval"
-    prototypes = ("interleave_retrieval",)
-    loss_groups = ()
-    metric = RetrievalMetric
-
-    def __init__(self, *, first_sentence_only: bool = True):
-        self.first_sentence_only = bool(first_sentence_only)
-
-    def sample(self, record, *, generator, encode_text, training) -> dict:
-        sentences = [e["sentence"] for e in record.get("entities", [])]
-        encoded = sentences[:1] if self.first_sentence_only else sentences
-        feats = encode_text(encoded, "sentence") if encoded else []
-        if self.first_sentence_only:
-            feats = feats * len(sentences)  # official: the first sentence stands for all
-        return {"image_size": record_size(record), "sentences": feats}
-
-    @staticmethod
-    def encode_sentences(interface, sentences) -> torch.Tensor:
-        """[N, dim_proj] query embeddings (legend query, text-only, on zero features)."""
-        n = len(sentences)
-        lengths = [s.features.shape[0] for s in sentences]
-        entity = torch.full((n, max(lengths + [1])), NO_ITEM, dtype=torch.long)
-        return encode_texts_on_zero_features(
-            interface,
-            "interleave_retrieval",
-            sentences,
-            "pred_interleave_image",
-            token_entity=entity,
-            entity_is_visual=torch.zeros(n, 0, dtype=torch.bool),
-            pos_masks=[torch.zeros(0, 8, 8, dtype=torch.bool)] * n,
         )
