@@ -91,9 +91,12 @@ def test_efficientnet_lite0_classifies_real_cat():
     assert float(probs[281:286].sum()) > 0.5
 
 
-def test_core_imports_without_frameworks():
+@pytest.mark.parametrize(
+    "package", ["find_plugin.core", "find_plugin.tasks", "find_plugin.presets"]
+)
+def test_framework_free_packages_import_no_framework(package):
     code = (
-        "import sys, find_plugin.core; "
+        f"import sys, {package}; "
         "bad = [m for m in ('detectron2', 'mmdet', 'mmcv', 'mmengine', 'transformers') "
         "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
     )
