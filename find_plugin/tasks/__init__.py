@@ -26,7 +26,14 @@ from .base import (
     register_task,
     unregister_task,
 )
-from .batch import TaskBatch, criterion_loss_groups, prepare_batch, task_losses
+from .batch import (
+    TaskBatch,
+    collate_samples,
+    criterion_loss_groups,
+    prepare_batch,
+    sample_record,
+    task_losses,
+)
 from .generic import GenericSegmentationTask
 from .grounding import GroundingTask
 from .interactive import InteractiveTask
@@ -36,6 +43,8 @@ from .retrieval import RetrievalTask
 
 __all__ = [
     "build_task",
+    "collate_samples",
+    "sample_record",
     "criterion_loss_groups",
     "FINDTask",
     "GenericSegmentationTask",

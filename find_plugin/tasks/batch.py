@@ -1,8 +1,10 @@
 """One training or evaluation batch across several tasks (what both adapters call).
 
-:func:`prepare_batch` draws every task's sample for every record, packs the interface inputs
-(merged over tasks: one prototype is fed by one task only) and merges the per-image criterion
-targets. :func:`criterion_loss_groups` lists the loss groups of a task set, for building the
+:func:`sample_record` draws every task's sample of one record (a data mapper's job, in the
+loader workers: prompt simulation and cached text features); :func:`collate_samples` packs a
+batch of them into the interface inputs (merged over tasks: one prototype is fed by one task only)
+and the per-image criterion targets (the model's job: it owns the trainable ``lang_proj``).
+:func:`prepare_batch` does both. :func:`criterion_loss_groups` lists the loss groups of a task set, for building the
 :class:`~find_plugin.core.criterion.FINDCriterion`. Tasks whose losses the criterion does not know
 add them through :meth:`~.base.FINDTask.losses` (see :func:`task_losses`).
 """
@@ -14,7 +16,14 @@ import torch
 
 from .base import FINDTask, ProjectFn, TextEncoderFn, merge_task_inputs
 
-__all__ = ["TaskBatch", "prepare_batch", "criterion_loss_groups", "task_losses"]
+__all__ = [
+    "TaskBatch",
+    "sample_record",
+    "collate_samples",
+    "prepare_batch",
+    "criterion_loss_groups",
+    "task_losses",
+]
 
 
 @dataclass
@@ -24,6 +33,59 @@ class TaskBatch:
     samples: Dict[str, List[dict]]
     inputs: Dict[str, dict]
     targets: List[dict]
+
+
+def sample_record(
+    tasks: Sequence[FINDTask],
+    record: Mapping,
+    *,
+    generator: torch.Generator,
+    encode_text: TextEncoderFn,
+    training: bool,
+) -> Dict[str, dict]:
+    """Every task's sample of one record (what a data mapper does per image)."""
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a task is listed twice in {names}")
+    return {
+        t.name: t.sample(record, generator=generator, encode_text=encode_text, training=training)
+        for t in tasks
+    }
+
+
+def collate_samples(
+    tasks: Sequence[FINDTask],
+    per_image: Sequence[Mapping[str, dict]],
+    *,
+    project: ProjectFn,
+    padded_size: Tuple[int, int],
+    training: bool,
+) -> TaskBatch:
+    """Per-image samples (:func:`sample_record`) -> interface inputs (merged over tasks) and, in
+    training, per-image criterion targets (what a model does with a batch)."""
+    if not per_image:
+        raise ValueError("collate_samples: empty batch")
+    samples = {}
+    for t in tasks:
+        missing = [b for b, s in enumerate(per_image) if t.name not in s]
+        if missing:
+            raise KeyError(f"images {missing} of the batch have no sample of task {t.name!r}")
+        samples[t.name] = [s[t.name] for s in per_image]
+    packed = [
+        (t.name, t.pack_inputs(samples[t.name], project=project, padded_size=padded_size))
+        for t in tasks
+    ]
+    inputs = merge_task_inputs(packed)
+    targets: List[dict] = [{} for _ in per_image]
+    if training:
+        for t in tasks:
+            parts = t.build_targets(samples[t.name], project=project, padded_size=padded_size)
+            for b, part in enumerate(parts):
+                clash = set(part) & set(targets[b])
+                if clash:
+                    raise ValueError(f"task {t.name!r} sets target keys {sorted(clash)} again")
+                targets[b].update(part)
+    return TaskBatch(samples=samples, inputs=inputs, targets=targets)
 
 
 def prepare_batch(
@@ -36,34 +98,16 @@ def prepare_batch(
     padded_size: Tuple[int, int],
     training: bool,
 ) -> TaskBatch:
-    """Sample, pack and build targets of ``tasks`` for ``records`` (one per image, in order)."""
+    """:func:`sample_record` for every record then :func:`collate_samples`."""
     if not records:
         raise ValueError("prepare_batch: no records")
-    names = [t.name for t in tasks]
-    if len(set(names)) != len(names):
-        raise ValueError(f"prepare_batch: a task is listed twice in {names}")
-    samples = {
-        t.name: [
-            t.sample(r, generator=generator, encode_text=encode_text, training=training)
-            for r in records
-        ]
-        for t in tasks
-    }
-    packed = [
-        (t.name, t.pack_inputs(samples[t.name], project=project, padded_size=padded_size))
-        for t in tasks
+    per_image = [
+        sample_record(tasks, r, generator=generator, encode_text=encode_text, training=training)
+        for r in records
     ]
-    inputs = merge_task_inputs(packed)
-    targets: List[dict] = [{} for _ in records]
-    if training:
-        for t in tasks:
-            parts = t.build_targets(samples[t.name], project=project, padded_size=padded_size)
-            for b, part in enumerate(parts):
-                clash = set(part) & set(targets[b])
-                if clash:
-                    raise ValueError(f"task {t.name!r} sets target keys {sorted(clash)} again")
-                targets[b].update(part)
-    return TaskBatch(samples=samples, inputs=inputs, targets=targets)
+    return collate_samples(
+        tasks, per_image, project=project, padded_size=padded_size, training=training
+    )
 
 
 def criterion_loss_groups(tasks: Sequence[FINDTask]) -> Tuple[str, ...]:
