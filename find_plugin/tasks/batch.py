@@ -4,9 +4,9 @@
 loader workers: prompt simulation and cached text features); :func:`collate_samples` packs a
 batch of them into the interface inputs (merged over tasks: one prototype is fed by one task only)
 and the per-image criterion targets (the model's job: it owns the trainable ``lang_proj``).
-:func:`prepare_batch` does both. :func:`criterion_loss_groups` lists the loss groups of a task set, for building the
-:class:`~find_plugin.core.criterion.FINDCriterion`. Tasks whose losses the criterion does not know
-add them through :meth:`~.base.FINDTask.losses` (see :func:`task_losses`).
+:func:`prepare_batch` does both. :func:`criterion_loss_groups` lists the loss groups of a task
+set, for building the :class:`~find_plugin.core.criterion.FINDCriterion`. Tasks whose losses the
+criterion does not know add them through :meth:`~.base.FINDTask.losses` (see :func:`task_losses`).
 """
 
 from dataclasses import dataclass
