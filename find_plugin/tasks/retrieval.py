@@ -49,9 +49,12 @@ class RetrievalTask(FINDTask):
         return {
             "image_size": size,
             "captions": encode_text(captions, "sentence") if captions else [],
+            "training": training,
         }
 
     def pack_inputs(self, samples, *, project, padded_size) -> Dict[str, dict]:
+        if not any(s["training"] for s in samples):
+            return {}  # evaluation: captions are encoded text-only (encode_captions)
         if not all(len(s["captions"]) == 1 for s in samples):
             raise ValueError("retrieval.pack_inputs: training samples hold exactly one caption")
         rows = [s["captions"][0].features for s in samples]

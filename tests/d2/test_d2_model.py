@@ -1,0 +1,165 @@
+"""The detectron2 meta-architecture ``FIND``: configs build, a training step, evaluation outputs."""
+
+import glob
+import importlib.util
+import os
+import pathlib
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
+
+from find_plugin.d2 import FIND, add_find_config
+from find_plugin.tasks import sample_record
+
+_spec = importlib.util.spec_from_file_location(
+    "_d2_conftest", pathlib.Path(__file__).with_name("conftest.py")
+)
+C = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(C)
+TINY_META, register_tiny_metadata, tiny_cfg = C.TINY_META, C.register_tiny_metadata, C.tiny_cfg
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+H, W = 64, 96
+
+
+def _box(y0, y1, x0, x1):
+    m = torch.zeros(H, W, dtype=torch.bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def make_record(shift=0):
+    person, dog, sky = _box(16, 56, 8 + shift, 30 + shift), _box(34, 60, 50, 90), _box(0, 12, 0, W)
+    sentence = "a person next to a dog"
+    return {
+        "image_size": (H, W),
+        "labels": torch.tensor([0, 1, 2]),
+        "masks": torch.stack([person, dog, sky]),
+        "captions": ["a person and a dog", "a dog outside"],
+        "groundings": [{"text": "the person", "masks": person[None]}],
+        "entities": [
+            {
+                "sentence": sentence,
+                "phrases": [
+                    {"start": 0, "end": 8, "mask": person},
+                    {"start": 17, "end": 22, "mask": dog},
+                ],
+            }
+        ],
+    }
+
+
+def make_inputs(model, names, *, training, seed=0):
+    """Mapper-equivalent inputs: image + find_samples (+ find_gt in evaluation)."""
+    g = torch.Generator().manual_seed(seed)
+    tasks = [model.tasks[n] for n in names]
+    out = []
+    for i in range(2):
+        rec = make_record(shift=4 * i)
+        x = {
+            "image": torch.randint(0, 255, (3, H, W), generator=g, dtype=torch.uint8),
+            "height": H * 2,
+            "width": W * 2,
+            "image_id": i,
+            "find_samples": sample_record(
+                tasks, rec, generator=g, encode_text=model.encode_text, training=training
+            ),
+        }
+        if not training:
+            up = torch.nn.functional.interpolate(rec["masks"][None].float(), size=(2 * H, 2 * W))
+            x["find_gt"] = {"interactive_masks": up[0] > 0.5}
+        out.append(x)
+    return out
+
+
+def test_every_config_merges_and_builds():
+    paths = sorted(glob.glob(os.path.join(CONFIG_DIR, "*.yaml")))
+    assert {os.path.basename(p) for p in paths} >= {
+        "Base-FIND.yaml",
+        "find_focalt.yaml",
+        "find_focall.yaml",
+        "find_focalt_clip.yaml",
+    }
+    for path in paths:
+        cfg = get_cfg()
+        add_find_config(cfg)
+        cfg.merge_from_file(path)
+        cfg.DATASETS.TRAIN = (register_tiny_metadata(),)
+        cfg.MODEL.DEVICE = "meta"
+        with torch.device("meta"):
+            model = build_model(cfg)  # shapes only: the full-size models are large
+        assert isinstance(model, FIND), path
+        n = sum(p.numel() for p in model.interface.parameters())
+        assert n > 30e6, (path, n)  # official width: ~40 M interface parameters
+        # the frozen parts stay frozen; only the interface trains
+        assert not any(p.requires_grad for p in model.backbone.parameters())
+        assert not any(p.requires_grad for p in model.pixel_decoder.parameters())
+
+
+def test_unknown_yaml_key_and_unknown_task_fail_clearly(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        '_BASE_: "%s"\nMODEL:\n  FIND:\n    NOPE: 1\n'
+        % os.path.abspath(os.path.join(CONFIG_DIR, "Base-FIND.yaml"))
+    )
+    cfg = get_cfg()
+    add_find_config(cfg)
+    with pytest.raises(KeyError, match="NOPE"):
+        cfg.merge_from_file(str(bad))
+    with pytest.raises(KeyError, match="unknown FIND task 'segment_anything'"):
+        build_model(tiny_cfg(**{"MODEL.FIND.TASKS.TRAIN": ["generic", "segment_anything"]}))
+
+
+def test_training_step_returns_every_task_loss_and_trains_only_the_interface(tiny_model):
+    model = tiny_model.train()
+    inputs = make_inputs(model, [t.name for t in model.train_tasks], training=True)
+    with EventStorage():
+        losses = model(inputs)
+    groups = {k[len("loss_") :].rsplit("_", 1)[0] for k in losses if not k[-1].isdigit()}
+    assert groups == {"mask", "grounding", "spatial", "interleave", "retrieval"}
+    final = {k for k in losses if not k[-1].isdigit()}
+    assert {"loss_mask_ce", "loss_grounding_ce", "loss_interleave_itc"} <= final
+    assert "loss_mask_ce_0" in losses and "loss_mask_ce_1" in losses  # 2 layers + initial
+    assert all(torch.isfinite(v) for v in losses.values())
+    model.zero_grad(set_to_none=True)
+    sum(losses.values()).backward()
+    for name, p in model.named_parameters():
+        if name.startswith(("backbone.", "pixel_decoder.")):
+            assert p.grad is None, name
+    assert model.interface.lang_proj.grad.abs().sum() > 0
+    assert model.interface.query_feat.weight.grad.abs().sum() > 0
+    # the class query refreshed the bank rows of the sampled classes
+    assert model._bank_ready and model.class_bank.embeddings.abs().sum() > 0
+
+
+def test_evaluation_outputs_of_every_task(tiny_model):
+    model = tiny_model.eval()
+    names = ["generic", "grounding", "interleave", "interactive", "retrieval"]
+    inputs = make_inputs(model, names, training=False)
+    with torch.no_grad():
+        out = model(inputs)
+    assert len(out) == 2
+    for r in out:
+        assert r["sem_seg"].shape == (3, 2 * H, 2 * W)
+        seg, info = r["panoptic_seg"]
+        assert seg.shape == (2 * H, 2 * W)
+        inst = r["instances"]
+        assert inst.image_size == (2 * H, 2 * W) and len(inst) <= 100
+        assert inst.pred_boxes.tensor.shape == (len(inst), 4)
+        assert r["grounding_masks"].shape == (1, 2 * H, 2 * W)
+        assert r["interleave_masks"].shape == (2, 2 * H, 2 * W)
+        assert r["interactive_ious"].shape == (3, 1)
+        assert r["image_embedding"].shape == (32,) and r["caption_embeddings"].shape == (2, 32)
+
+
+def test_missing_samples_name_the_input(tiny_model):
+    model = tiny_model.eval()
+    with pytest.raises(KeyError, match="no 'find_samples'"):
+        model([{"image": torch.zeros(3, H, W, dtype=torch.uint8), "image_id": 7}])
+
+
+def test_tiny_metadata_is_registered():
+    assert register_tiny_metadata() == TINY_META
