@@ -162,7 +162,8 @@ class FINDCriterion(nn.Module):
         self.interleave_matcher = _default_matcher(interleave_matcher)
         empty_weight = torch.ones(self.num_classes + 1)
         empty_weight[-1] = no_object_weight
-        self.register_buffer("empty_weight", empty_weight)
+        # derived from the config, not learnt: not part of checkpoints
+        self.register_buffer("empty_weight", empty_weight, persistent=False)
 
     # ------------------------------------------------------------------ top level
     def forward(

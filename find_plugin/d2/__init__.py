@@ -14,7 +14,7 @@ from . import pixel_decoder as _pixel_decoder  # noqa: F401  (registration)
 from . import task_registry as _task_registry  # noqa: F401  (registration)
 from . import vision_backbones as _vision_backbones  # noqa: F401  (registration)
 from .checkpointer import FINDCheckpointer, add_find_weights_config
-from .config import add_find_config, build_find_criterion, interface_kwargs
+from .config import add_find_config, build_find_criterion, interface_kwargs, set_find_sections
 from .head import FINDHead
 from .language import build_find_text_encoder
 from .meta_arch import FIND
@@ -33,6 +33,7 @@ __all__ = [
     "FINDHead",
     "interface_kwargs",
     "register_find_task",
+    "set_find_sections",
     "FINDCheckpointer",
     "add_find_weights_config",
     "FIND_PIXEL_DECODER_REGISTRY",

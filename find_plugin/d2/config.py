@@ -17,9 +17,15 @@ from ..presets import INTERFACE_KEYS, INTERFACE_PRESET
 from ..tasks.batch import criterion_loss_groups
 from ..tasks.prompts import TRAIN_PROMPT_KINDS
 from .checkpointer import add_find_weights_config
-from .vision_config import add_find_vision_config
+from .vision_config import add_find_vision_config, set_find_vision_sections
 
-__all__ = ["add_find_config", "INTERFACE_FROM_VISION", "interface_kwargs", "build_find_criterion"]
+__all__ = [
+    "add_find_config",
+    "INTERFACE_FROM_VISION",
+    "interface_kwargs",
+    "set_find_sections",
+    "build_find_criterion",
+]
 
 #: Interface keywords taken from the pixel decoder's config, not from MODEL.FIND.INTERFACE.
 INTERFACE_FROM_VISION = {"mask_dim": "MASK_DIM", "in_channels": "CONVS_DIM"}
@@ -121,6 +127,32 @@ def interface_kwargs(cfg: CN) -> dict:
     kwargs.update({kw: pd[key] for kw, key in INTERFACE_FROM_VISION.items()})
     kwargs["pool_image_query"] = node.POOL_IMAGE_QUERY
     return kwargs
+
+
+def set_find_sections(cfg: CN, sections) -> CN:
+    """Write model sections (``{"backbone", "pixel_decoder", "interface"}`` keyword dicts, e.g.
+    from :func:`find_plugin.checkpoint.find_config_from_official` or
+    :func:`find_plugin.presets.resolve_find_config`) into ``cfg``. The interface's ``mask_dim`` /
+    ``in_channels`` must agree with the pixel decoder's widths, from which the config derives them.
+    """
+    set_find_vision_sections(
+        cfg, backbone=sections.get("backbone"), pixel_decoder=sections.get("pixel_decoder")
+    )
+    node = cfg.MODEL.FIND.INTERFACE
+    pd = cfg.MODEL.FIND_VISION.PIXEL_DECODER
+    for kwarg, value in dict(sections.get("interface") or {}).items():
+        if kwarg in INTERFACE_FROM_VISION:
+            if pd[INTERFACE_FROM_VISION[kwarg]] != value:
+                raise ValueError(
+                    f"interface {kwarg}={value} differs from MODEL.FIND_VISION.PIXEL_DECODER."
+                    f"{INTERFACE_FROM_VISION[kwarg]}={pd[INTERFACE_FROM_VISION[kwarg]]}"
+                )
+            continue
+        key = kwarg.upper()
+        if key not in node:
+            raise KeyError(f"no cfg.MODEL.FIND.INTERFACE key for interface keyword {kwarg!r}")
+        node[key] = value
+    return cfg
 
 
 def build_find_criterion(cfg: CN, *, num_classes: int, tasks) -> FINDCriterion:
