@@ -163,3 +163,29 @@ def test_missing_samples_name_the_input(tiny_model):
 
 def test_tiny_metadata_is_registered():
     assert register_tiny_metadata() == TINY_META
+
+
+def test_optimizer_groups_skip_frozen_and_decay_only_weights():
+    from find_plugin.d2.solver import build_find_optimizer
+
+    cfg = tiny_cfg(**{"MODEL.FIND.LANGUAGE.PACKAGE": ""})
+    tiny_model = build_model(cfg)  # its own model: the step below changes the weights
+    opt = build_find_optimizer(cfg, tiny_model)
+    names = {g["name"]: g["weight_decay"] for g in opt.param_groups}
+    trainable = {n for n, p in tiny_model.named_parameters() if p.requires_grad}
+    assert set(names) == trainable and not any(n.startswith("backbone.") for n in names)
+    assert names["interface.query_feat.weight"] == 0.0
+    assert names["interface.logit_scale"] == 0.0
+    assert names["interface.heads.decoder_norm.weight"] == 0.0
+    assert names["interface.layers.0.ffn.linear1.weight"] == pytest.approx(0.05)
+    assert "FullModelGradientClipping" in type(opt).__name__
+    # full-model clipping: the global gradient norm after step's clipping is <= 0.01
+    for p in tiny_model.parameters():
+        if p.requires_grad:
+            p.grad = torch.ones_like(p)
+    opt.step()
+    total = torch.norm(
+        torch.stack([p.grad.norm() for p in tiny_model.parameters() if p.grad is not None])
+    )
+    assert total.item() == pytest.approx(0.01, rel=1e-3)
+    opt.zero_grad(set_to_none=True)
