@@ -18,7 +18,7 @@ import logging
 import os
 import tempfile
 import warnings
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
+from typing import IO, Any, Callable, Dict, Iterable, List, Mapping, Optional
 
 import torch
 
@@ -96,12 +96,19 @@ def save_checkpoint(
         "model": model,
         "meta": dict(meta or {}),
     }
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> str:
+    """Call ``write(f)`` on a temporary file next to ``path``, fsync it, then ``os.replace`` it
+    onto ``path``: readers see the old file or the complete new one, never a truncated file (a
+    crash or SIGKILL mid-write leaves at most a ``.tmp-*`` file, removed on exceptions)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -21,10 +21,11 @@ Group options can come from the config with :meth:`FINDCheckpointer.from_config`
 import os
 from typing import Optional, Sequence
 
+import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from fvcore.common.checkpoint import _IncompatibleKeys
 
-from ..checkpoint.format import CheckpointFormatError, load_state_dict_checked
+from ..checkpoint.format import CheckpointFormatError, atomic_write, load_state_dict_checked
 from ..checkpoint.loader import group_prefixes, read_weights_file
 from ..checkpoint.official import convert_official_state_dict
 from ..checkpoint.resolver import resolve_weights
@@ -91,6 +92,25 @@ class FINDCheckpointer(DetectionCheckpointer):
             kwargs.setdefault("drop", tuple(node.get("DROP", DEFAULT_DROP)))
             kwargs.setdefault("cache_dir", node.get("CACHE_DIR", "") or None)
         return cls(model, save_dir, **kwargs)
+
+    def save(self, name: str, **kwargs) -> None:
+        """detectron2's save, written atomically (temp file + fsync + ``os.replace``): a crash or
+        SIGKILL mid-save never leaves a truncated ``model_*.pth`` nor a ``last_checkpoint`` that
+        names one."""
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info("Saving checkpoint to %s", save_file)
+        atomic_write(save_file, lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        path = os.path.join(self.save_dir, "last_checkpoint")
+        atomic_write(path, lambda f: f.write(last_filename_basename.encode()))
 
     def load(self, path, *args, **kwargs):
         """``path``: local file, http(s) URL or zoo name (``name`` / ``zoo://name``); '' = none."""

@@ -1,0 +1,121 @@
+#!/usr/bin/env python
+"""Train and evaluate FIND with detectron2's trainer (the structure of Mask2Former's train_net).
+
+    python tools/train_net.py --config-file configs/find_focalt.yaml --num-gpus 8
+    python tools/train_net.py --config-file configs/find_focalt.yaml --eval-only \\
+        MODEL.WEIGHTS find_focalt_llama_x640
+    python tools/train_net.py --config-file <cfg> --resume          # continue from last_checkpoint
+
+Everything FIND-specific is registered by ``import find_plugin.d2``: the ``FIND`` meta-architecture,
+the task registry, the FIND mappers (``INPUT.DATASET_MAPPER_NAME`` for training, each dataset's
+evaluation mapper) and evaluators (dispatched on each dataset's ``find_eval_tasks`` /
+``evaluator_type``). Progress and ETA come from detectron2's hooks; checkpoints are written
+atomically by :class:`~find_plugin.d2.FINDCheckpointer` (which also reads official FIND files,
+URLs and model-zoo names). Multi-GPU / multi-machine runs go through detectron2's ``launch``.
+"""
+
+import logging
+import os
+import sys
+import weakref
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, ROOT)
+
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.data import build_detection_test_loader, build_detection_train_loader  # noqa: E402
+from detectron2.engine import (  # noqa: E402
+    DefaultTrainer,
+    default_argument_parser,
+    default_setup,
+    hooks,
+    launch,
+)
+from detectron2.evaluation import verify_results  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
+
+import find_plugin.d2  # noqa: E402,F401  (registration)
+from find_plugin.d2 import FINDCheckpointer, add_find_config  # noqa: E402
+from find_plugin.d2.evaluation import build_find_evaluator  # noqa: E402
+from find_plugin.d2.mappers import build_find_mapper  # noqa: E402
+from find_plugin.d2.solver import build_find_optimizer  # noqa: E402
+
+logger = logging.getLogger("find_plugin.train_net")
+
+
+class Trainer(DefaultTrainer):
+    """detectron2's trainer with FIND's mappers, evaluators, optimizer and checkpointer."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        # FIND's checkpointer: atomic writes, official / zoo / URL weights. The hooks built by
+        # DefaultTrainer hold the checkpointer, so they are pointed at the new one as well.
+        self.checkpointer = FINDCheckpointer.from_config(
+            cfg, self._trainer.model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        for hook in self._hooks:
+            if isinstance(hook, hooks.PeriodicCheckpointer):
+                hook.checkpointer = self.checkpointer
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return build_find_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=build_find_mapper(cfg, True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        mapper = build_find_mapper(cfg, False, dataset_name=dataset_name)
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_find_optimizer(cfg, model)
+
+
+def setup(args):
+    cfg = get_cfg()
+    add_find_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if cfg.SOLVER.AMP.ENABLED and not (torch.cuda.is_available() and cfg.MODEL.DEVICE != "cpu"):
+        cfg.SOLVER.AMP.ENABLED = False  # AMP is a CUDA path; a CPU run trains in float32
+    cfg.freeze()
+    default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=0, name="find_plugin")
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        FINDCheckpointer.from_config(cfg, model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        res = Trainer.test(cfg, model)
+        if cfg.TEST.EXPECTED_RESULTS:
+            verify_results(cfg, res)
+        return res
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    logger.info("Command line arguments: %s", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
