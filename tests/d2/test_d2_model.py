@@ -21,7 +21,8 @@ C = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(C)
 TINY_META, register_tiny_metadata, tiny_cfg = C.TINY_META, C.register_tiny_metadata, C.tiny_cfg
 
-CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+CONFIG_DIR = os.path.join(ROOT, "configs")
 H, W = 64, 96
 
 
@@ -77,7 +78,9 @@ def make_inputs(model, names, *, training, seed=0):
 
 def test_every_config_merges_and_builds():
     paths = sorted(glob.glob(os.path.join(CONFIG_DIR, "*.yaml")))
+    paths += sorted(glob.glob(os.path.join(ROOT, "projects", "*", "configs", "*.yaml")))
     assert {os.path.basename(p) for p in paths} >= {
+        "find_R50_minilm.yaml",
         "Base-FIND.yaml",
         "find_focalt.yaml",
         "find_focall.yaml",
@@ -89,14 +92,16 @@ def test_every_config_merges_and_builds():
         cfg.merge_from_file(path)
         cfg.DATASETS.TRAIN = (register_tiny_metadata(),)
         cfg.MODEL.DEVICE = "meta"
+        cfg.MODEL.FIND.LANGUAGE.PACKAGE = ""  # the text model loads real weights: not on meta
         with torch.device("meta"):
             model = build_model(cfg)  # shapes only: the full-size models are large
         assert isinstance(model, FIND), path
         n = sum(p.numel() for p in model.interface.parameters())
         assert n > 30e6, (path, n)  # official width: ~40 M interface parameters
-        # the frozen parts stay frozen; only the interface trains
+        # the frozen parts stay frozen; the interface trains (and the pixel decoder where asked)
         assert not any(p.requires_grad for p in model.backbone.parameters())
-        assert not any(p.requires_grad for p in model.pixel_decoder.parameters())
+        trains_decoder = not cfg.MODEL.FIND_VISION.FREEZE_PIXEL_DECODER
+        assert all(p.requires_grad == trains_decoder for p in model.pixel_decoder.parameters())
 
 
 def test_unknown_yaml_key_and_unknown_task_fail_clearly(tmp_path):
