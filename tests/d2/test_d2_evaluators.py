@@ -3,6 +3,7 @@ against a full score matrix, state gathering across (simulated and real) ranks, 
 evaluator registry / dispatch."""
 
 import json
+import logging
 import math
 import os
 import time
@@ -235,7 +236,7 @@ def _cases():
 
 
 @pytest.mark.parametrize("name", ["grounding", "interactive", "retrieval"])
-def test_two_simulated_ranks_merge_states(name, monkeypatch):
+def test_two_simulated_ranks_merge_states(name, monkeypatch, caplog):
     make, inputs, outputs = _cases()[name]
     one = make()
     one.process(inputs, outputs)
@@ -257,24 +258,33 @@ def test_two_simulated_ranks_merge_states(name, monkeypatch):
     assert got == expected
     assert set(got[name]) == set(expected[name]) and len(got[name]) >= 6
 
-    # Another rank sends its state and returns {}.
+    # Another rank sends its state and returns {} (without a "no predictions" warning).
     monkeypatch.setattr(comm, "gather", lambda data, dst=0, group=None: [])
     monkeypatch.setattr(comm, "is_main_process", lambda: False)
-    assert rank1.evaluate() == {}
+    with caplog.at_level(logging.WARNING):
+        assert rank1.evaluate() == {}
+    assert not caplog.records
 
 
 def test_retrieval_ids_are_global_across_ranks(monkeypatch):
     """Each rank codes its image ids locally; rank 0 maps them back to the dataset's ids, so a
-    caption of rank 1 matches its own image and not the image at the same local position."""
-    inputs, outputs = _hand_retrieval_data()
+    caption of rank 1 matches its own image and not the image at the same local position, and an
+    image id seen on both ranks names one image (ids decide hits, as in the official code)."""
+    inputs, outputs = _random_retrieval_data(n=30, dim=4, seed=5)
+    dup = 13  # also evaluated by rank 1 (a repeated id), as one evaluator fed it twice
     one = FINDRetrievalEvaluator()
-    one.process(inputs, outputs)
+    one.process(inputs + inputs[dup : dup + 1], outputs + outputs[dup : dup + 1])
     expected = one.evaluate()
     rank0, rank1 = FINDRetrievalEvaluator(), FINDRetrievalEvaluator()
-    rank0.process(inputs[6:], outputs[6:])  # different local codes for the same images
-    rank1.process(inputs[:6], outputs[:6])
+    rank0.process(inputs[dup:], outputs[dup:])  # both ranks use local codes 0, 1, ...
+    rank1.process(inputs[:dup] + inputs[dup : dup + 1], outputs[:dup] + outputs[dup : dup + 1])
     monkeypatch.setattr(comm, "gather", lambda data, dst=0, group=None: [data, rank1._payload()])
-    assert rank0.evaluate() == expected
+    got = rank0.evaluate()
+    assert got["retrieval"] == pytest.approx(expected["retrieval"], abs=1e-9)
+    one_each = FINDRetrievalEvaluator()
+    one_each.process(inputs, outputs)
+    monkeypatch.undo()
+    assert got != one_each.evaluate()  # the repeated image changes the numbers
 
 
 def _dist_worker(out_dir):
