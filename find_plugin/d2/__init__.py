@@ -5,9 +5,12 @@
 * head ``FINDHead`` in ``SEM_SEG_HEADS_REGISTRY`` and meta-architecture ``FIND`` in
   ``META_ARCH_REGISTRY``;
 * the tasks ``generic``, ``grounding``, ``interactive``, ``retrieval``, ``interleave`` and
-  ``interleave_retrieval`` in ``FIND_TASK_REGISTRY``.
+  ``interleave_retrieval`` in ``FIND_TASK_REGISTRY``;
+* evaluators ``FINDGroundingEvaluator``, ``FINDInteractiveEvaluator`` and
+  ``FINDRetrievalEvaluator`` in ``FIND_EVALUATOR_REGISTRY`` (``build_find_evaluator``).
 """
 
+from . import evaluation as _evaluation  # noqa: F401  (registration)
 from . import head as _head  # noqa: F401  (registration)
 from . import meta_arch as _meta_arch  # noqa: F401  (registration)
 from . import pixel_decoder as _pixel_decoder  # noqa: F401  (registration)

@@ -22,7 +22,6 @@ from .grounding import FINDGroundingEvaluator
 from .interactive import FINDInteractiveEvaluator
 from .registry import (
     FIND_EVALUATOR_REGISTRY,
-    TASK_EVALUATORS,
     build_find_evaluator,
     build_generic_evaluators,
     register_find_evaluator,
@@ -35,7 +34,6 @@ __all__ = [
     "FINDInteractiveEvaluator",
     "FINDMetricEvaluator",
     "FINDRetrievalEvaluator",
-    "TASK_EVALUATORS",
     "build_find_evaluator",
     "build_generic_evaluators",
     "register_find_evaluator",

@@ -15,7 +15,7 @@ registered FIND evaluator name, or one of detectron2's types (``coco_panoptic_se
 ``sem_seg``).
 """
 
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import (
@@ -27,13 +27,14 @@ from detectron2.evaluation import (
 )
 from detectron2.utils.registry import Registry
 
+from ..task_registry import FIND_TASK_REGISTRY
+from ..task_registry import task_evaluator as registry_task_evaluator
 from .grounding import FINDGroundingEvaluator
 from .interactive import FINDInteractiveEvaluator
 from .retrieval import FINDRetrievalEvaluator
 
 __all__ = [
     "FIND_EVALUATOR_REGISTRY",
-    "TASK_EVALUATORS",
     "build_find_evaluator",
     "build_generic_evaluators",
     "register_find_evaluator",
@@ -43,17 +44,6 @@ FIND_EVALUATOR_REGISTRY = Registry("FIND_EVALUATOR")
 FIND_EVALUATOR_REGISTRY.__doc__ = (
     "Evaluator name -> ``builder(cfg, dataset_name, output_dir) -> DatasetEvaluator``."
 )
-
-# Task name -> evaluator name (None: detectron2's standard evaluators), as the task registry's
-# ``task_evaluator``; pass ``task_evaluator=`` to build_find_evaluator to use another table.
-TASK_EVALUATORS: Dict[str, Optional[str]] = {
-    "generic": None,
-    "grounding": "FINDGroundingEvaluator",
-    "interleave": "FINDGroundingEvaluator",
-    "interactive": "FINDInteractiveEvaluator",
-    "retrieval": "FINDRetrievalEvaluator",
-    "interleave_retrieval": "FINDRetrievalEvaluator",
-}
 
 # detectron2 evaluator types served by the generic (standard) evaluators.
 GENERIC_EVALUATOR_TYPES = ("coco_panoptic_seg", "coco", "sem_seg")
@@ -189,10 +179,11 @@ def build_find_evaluator(
     """Every evaluator of ``dataset_name``, combined with ``DatasetEvaluators`` if several.
 
     Dispatch: the tasks of the dataset metadata ``find_eval_tasks`` (evaluator of each task from
-    ``task_evaluator(task)``, default :data:`TASK_EVALUATORS`; None = detectron2's standard
+    ``task_evaluator(task)``, default the FIND task registry's
+    :func:`~find_plugin.d2.task_registry.task_evaluator`; None = detectron2's standard
     evaluators), else its ``evaluator_type`` (a registered FIND evaluator name or a detectron2
     generic type). Each evaluator name is built once."""
-    lookup = task_evaluator or TASK_EVALUATORS.__getitem__
+    lookup = task_evaluator or registry_task_evaluator
     tasks = _eval_tasks(dataset_name)
     if tasks:
         names: List[Optional[str]] = []
@@ -202,7 +193,7 @@ def build_find_evaluator(
             except KeyError:
                 raise KeyError(
                     f"dataset {dataset_name!r}: unknown task {t!r} in find_eval_tasks; known "
-                    f"tasks: {sorted(TASK_EVALUATORS)}"
+                    f"tasks: {sorted(k for k, _ in FIND_TASK_REGISTRY)}"
                 ) from None
             if name not in names:
                 names.append(name)
@@ -215,7 +206,7 @@ def build_find_evaluator(
         else:
             raise ValueError(
                 f"dataset {dataset_name!r}: no evaluator; set its metadata find_eval_tasks (tasks "
-                f"{sorted(TASK_EVALUATORS)}) or evaluator_type (one of "
+                f"{sorted(k for k, _ in FIND_TASK_REGISTRY)}) or evaluator_type (one of "
                 f"{sorted(k for k, _ in FIND_EVALUATOR_REGISTRY)} or "
                 f"{list(GENERIC_EVALUATOR_TYPES)}), got {etype!r}"
             )
