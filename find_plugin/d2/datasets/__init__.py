@@ -1,0 +1,62 @@
+"""FIND's detectron2 datasets. Importing this package registers (lazily: no file is read until
+``DatasetCatalog.get``), under ``$DETECTRON2_DATASETS`` (default ``./datasets``):
+
+* ``find_coco_2017_train_panoptic_caption`` and ``find_coco_2017_val_panoptic_with_sem_seg``
+  (COCO panoptic + semantic PNGs + captions, :mod:`.coco_panoptic`);
+* ``find_coco_karpathy_test`` and ``find_coco_karpathy_val`` (retrieval, :mod:`.karpathy`).
+
+Your own data: :func:`register_find_coco_panoptic` (COCO panoptic format) with
+:func:`panoptic_metadata` of its categories, or :func:`register_find_karpathy`.
+"""
+
+from .coco_panoptic import (
+    COCO_PANOPTIC_TRAIN_TASKS,
+    PREDEFINED_FIND_COCO_PANOPTIC,
+    coco_panoptic_metadata,
+    coco_panoptic_paths,
+    load_find_coco_panoptic,
+    register_all_find_coco_panoptic,
+    register_find_coco_panoptic,
+)
+from .common import datasets_root, id2rgb, load_captions, panoptic_metadata, rgb2id
+from .karpathy import (
+    KARPATHY_SPLITS,
+    karpathy_paths,
+    load_karpathy_json,
+    register_all_find_karpathy,
+    register_find_karpathy,
+)
+
+__all__ = [
+    "COCO_PANOPTIC_TRAIN_TASKS",
+    "KARPATHY_SPLITS",
+    "PREDEFINED_FIND_COCO_PANOPTIC",
+    "coco_panoptic_metadata",
+    "coco_panoptic_paths",
+    "datasets_root",
+    "id2rgb",
+    "karpathy_paths",
+    "load_captions",
+    "load_find_coco_panoptic",
+    "load_karpathy_json",
+    "panoptic_metadata",
+    "register_all_find_coco_panoptic",
+    "register_all_find_karpathy",
+    "register_find_coco_panoptic",
+    "register_find_karpathy",
+    "rgb2id",
+]
+
+
+def _register_builtin() -> None:
+    from detectron2.data import DatasetCatalog
+
+    root = datasets_root()
+    # Importing twice (e.g. importlib.reload in tests) must not hit the catalog's duplicate check.
+    if "find_coco_2017_val_panoptic_with_sem_seg" not in DatasetCatalog.list():
+        register_all_find_coco_panoptic(root)
+    if "find_coco_karpathy_test" not in DatasetCatalog.list():
+        register_all_find_karpathy(root)
+
+
+_register_builtin()

@@ -1,0 +1,125 @@
+"""COCO Karpathy retrieval splits (image-text retrieval evaluation, spec §5.4).
+
+Registered names (root ``$DETECTRON2_DATASETS``; read only by ``DatasetCatalog.get``)::
+
+    find_coco_karpathy_test    5,000 images, ~25k captions (the standard IR@k / TR@k split)
+    find_coco_karpathy_val     5,000 images
+
+Layout: Karpathy's split file ``coco/annotations/dataset_coco.json`` (``{"images": [{"filepath":
+"val2014", "filename": "COCO_val2014_000000391895.jpg", "cocoid": 391895, "split": "test",
+"sentences": [{"raw": ...}, ...]}, ...]}``) and the COCO images under ``coco/``: the 2014 name
+``coco/{filepath}/{filename}`` is used when it exists, else the 2017 name of the same picture
+``coco/{train,val}2017/{cocoid:012d}.jpg`` (COCO 2017 re-splits the 2014 images), so a COCO 2017
+download is enough.
+
+Dataset dicts: ``file_name``, ``image_id`` (the COCO id), ``captions`` (list of str, the raw
+sentences). Every image must have at least one caption (a retrieval gallery entry without text is
+an error naming the file and the image).
+"""
+
+import functools
+import os
+from typing import Optional, Sequence
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from .common import read_json, require_file
+
+__all__ = [
+    "KARPATHY_SPLITS",
+    "karpathy_paths",
+    "load_karpathy_json",
+    "register_find_karpathy",
+    "register_all_find_karpathy",
+]
+
+#: registered name -> Karpathy split(s)
+KARPATHY_SPLITS = {
+    "find_coco_karpathy_test": ("test",),
+    "find_coco_karpathy_val": ("val",),
+}
+
+
+def karpathy_paths(root: str) -> dict:
+    """``json_file`` and ``image_root`` of the layout above under ``root``."""
+    coco = os.path.join(root, "coco")
+    return {
+        "json_file": os.path.join(coco, "annotations", "dataset_coco.json"),
+        "image_root": coco,
+    }
+
+
+def _image_path(image_root: str, img: dict) -> list:
+    """Candidate paths of one Karpathy entry: the 2014 name, then the 2017 names."""
+    out = []
+    if img.get("filename"):
+        out.append(os.path.join(image_root, img.get("filepath", ""), img["filename"]))
+    if "cocoid" in img:
+        out += [
+            os.path.join(image_root, f"{split}2017", f"{int(img['cocoid']):012d}.jpg")
+            for split in ("val", "train")
+        ]
+    return out
+
+
+def load_karpathy_json(
+    name: str, json_file: str, image_root: str, splits: Sequence[str] = ("test",)
+) -> list:
+    """Dataset dicts of the images of ``splits`` in Karpathy's ``json_file`` (file order)."""
+    require_file(json_file, dataset_name=name, what="Karpathy split file")
+    data = read_json(json_file, dataset_name=name, what="Karpathy split file")
+    if not isinstance(data, dict) or "images" not in data:
+        raise ValueError(f"dataset {name!r}: {json_file} has no 'images' list (Karpathy format)")
+    out = []
+    for k, img in enumerate(data["images"]):
+        if img.get("split") not in splits:
+            continue
+        entry = f"images[{k}] (cocoid {img.get('cocoid')}, {img.get('filename')})"
+        captions = [s.get("raw", "").strip() for s in img.get("sentences", [])]
+        captions = [c for c in captions if c]
+        if not captions:
+            raise ValueError(f"dataset {name!r}: {json_file} {entry} has no caption")
+        candidates = _image_path(image_root, img)
+        path = next((p for p in candidates if os.path.isfile(p)), None)
+        if path is None:
+            raise FileNotFoundError(
+                f"dataset {name!r}: image of {json_file} {entry} not found; looked for {candidates}"
+            )
+        image_id = img.get("cocoid", img.get("imgid"))
+        out.append({"file_name": path, "image_id": int(image_id), "captions": captions})
+    if not out:
+        raise ValueError(f"dataset {name!r}: {json_file} has no image of split(s) {list(splits)}")
+    return out
+
+
+def register_find_karpathy(
+    name: str,
+    json_file: str,
+    image_root: str,
+    splits: Sequence[str] = ("test",),
+    *,
+    metadata: Optional[dict] = None,
+) -> None:
+    """Register a retrieval split as ``name`` (reads nothing until ``DatasetCatalog.get``).
+    Metadata: ``json_file``, ``image_root``, ``evaluator_type="find_retrieval"``,
+    ``find_train_tasks=()``, ``find_eval_tasks=("retrieval",)``,
+    ``find_eval_mapper="find_retrieval_eval"`` and ``metadata``."""
+    DatasetCatalog.register(
+        name, functools.partial(load_karpathy_json, name, json_file, image_root, tuple(splits))
+    )
+    MetadataCatalog.get(name).set(
+        json_file=json_file,
+        image_root=image_root,
+        karpathy_splits=tuple(splits),
+        evaluator_type="find_retrieval",
+        find_train_tasks=(),
+        find_eval_tasks=("retrieval",),
+        find_eval_mapper="find_retrieval_eval",
+        **(metadata or {}),
+    )
+
+
+def register_all_find_karpathy(root: str) -> None:
+    """Register :data:`KARPATHY_SPLITS` under ``root`` (reads no file)."""
+    for name, splits in KARPATHY_SPLITS.items():
+        register_find_karpathy(name, **karpathy_paths(root), splits=splits)

@@ -1,0 +1,227 @@
+"""FIND's detectron2 dataset mappers (adapters from dataset dicts to the task layer's records).
+
+Registered in :data:`~.registry.FIND_MAPPER_REGISTRY`:
+
+* ``find_panoptic_lsj`` (:class:`FINDPanopticLSJMapper`, training): seeded large-scale jitter
+  (spec §4), the panoptic PNG (crowd segments dropped) -> record ``{"image_size", "labels",
+  "masks", "captions"}`` at the augmented size -> ``sample_record(training=True)`` of the tasks;
+* ``find_panoptic_eval`` (:class:`FINDEvalMapper`): shortest-edge resize, record at the resized
+  size -> ``sample_record(training=False)``, ground truth ``find_gt`` at the original size;
+* ``find_retrieval_eval`` (:class:`FINDRetrievalEvalMapper`): the same on caption-only data
+  (COCO Karpathy); every image must have captions.
+
+Output per image (what ``FIND.forward`` receives, issue 9 contract): the dataset dict's own keys
+plus ``"image"`` uint8 [C, H, W] (``image_format``; H, W after augmentation, not batch padded),
+``"height"``/``"width"`` (original size), ``"find_samples"`` ({task: sample}), and in training
+``"instances"`` (``gt_classes`` [N], ``gt_masks`` [N, H, W] bool, ``gt_boxes``), in evaluation
+``"find_gt"``: ``"interactive_masks"`` [N, H0, W0] bool (interactive task; one per segment, in
+the order of the interactive sample's prompts) and ``"captions"`` (retrieval task).
+
+Randomness: each call draws from ``mapper_generator(seed, image_id, call count)`` in training and
+``mapper_generator(seed, image_id)`` in evaluation (the same numbers on every run). Language: the
+mapper calls the ``encode_text`` it is given (the cached frozen encoder from ``from_config``); it
+never runs a model of its own.
+"""
+
+from typing import Optional, Sequence
+
+from detectron2.config import configurable
+from detectron2.data import transforms as T
+from detectron2.structures import BitMasks, Instances
+
+from ...tasks.base import FINDTask, TextEncoderFn
+from ...tasks.batch import sample_record
+from ..datasets.common import rgb2id
+from . import registry as _registry
+from .augmentation import FixedResizeShortestEdge, SeededAugInput, build_lsj_augmentations
+from .base import image_tensor, read_image, read_panoptic, segment_masks
+from .registry import mapper_generator, register_find_mapper, tasks_from_cfg
+
+__all__ = ["FINDPanopticLSJMapper", "FINDEvalMapper", "FINDRetrievalEvalMapper"]
+
+
+def _non_crowd(d) -> list:
+    return [s for s in d.get("segments_info", []) if not s.get("iscrowd", 0)]
+
+
+class _FINDMapper:
+    """Shared construction: augmentations, image format, tasks, text encoder, seed."""
+
+    def __init__(
+        self,
+        *,
+        augmentations: Sequence,
+        image_format: str,
+        tasks: Sequence[FINDTask],
+        encode_text: Optional[TextEncoderFn],
+        seed: int = 0,
+    ):
+        names = [t.name for t in tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{type(self).__name__}: a task is listed twice in {names}")
+        self.augmentations = T.AugmentationList(list(augmentations))
+        self.image_format = image_format
+        self.tasks = list(tasks)
+        self.task_names = names
+        self.encode_text = encode_text
+        self.seed = int(seed)
+
+    def _augment(self, image, generator):
+        aug_input = SeededAugInput(image, generator=generator)
+        transforms = self.augmentations(aug_input)
+        return aug_input.image, transforms
+
+    def _output(self, d, image, original_size) -> dict:
+        out = dict(d)
+        out.update(image=image_tensor(image), height=original_size[0], width=original_size[1])
+        return out
+
+    def __repr__(self):
+        return (
+            f"{type(self).__name__}(tasks={self.task_names}, format={self.image_format}, "
+            f"seed={self.seed}, augmentations={self.augmentations})"
+        )
+
+
+@register_find_mapper("find_panoptic_lsj")
+class FINDPanopticLSJMapper(_FINDMapper):
+    """Training mapper: seeded LSJ + every task's sample of the augmented panoptic record.
+
+    Args (keyword-only): ``augmentations`` (default from ``from_config``:
+    :func:`~.augmentation.build_lsj_augmentations`; any augmentation works, seeded ones draw
+    from the per-call generator), ``image_format``, ``tasks`` (FINDTask instances),
+    ``encode_text``, ``seed``.
+    """
+
+    @configurable
+    def __init__(self, *, augmentations, image_format, tasks, encode_text, seed=0):
+        super().__init__(
+            augmentations=augmentations,
+            image_format=image_format,
+            tasks=tasks,
+            encode_text=encode_text,
+            seed=seed,
+        )
+        self._calls = 0
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True, dataset_name: Optional[str] = None):
+        tasks, _ = tasks_from_cfg(cfg, True, dataset_name)
+        return {
+            "augmentations": build_lsj_augmentations(
+                cfg.INPUT.IMAGE_SIZE,
+                cfg.INPUT.MIN_SCALE,
+                cfg.INPUT.MAX_SCALE,
+                cfg.INPUT.RANDOM_FLIP,
+            ),
+            "image_format": cfg.INPUT.FORMAT,
+            "tasks": tasks,
+            "encode_text": _registry._build_text_encoder(cfg),
+            # detectron2's SEED < 0 means "random"; FIND's mappers stay reproducible: 0
+            "seed": max(int(cfg.SEED), 0),
+        }
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        d = dataset_dict
+        image = read_image(d, self.image_format)
+        original_size = image.shape[:2]
+        pan = read_panoptic(d, original_size)
+        generator = mapper_generator(self.seed, d["image_id"], self._calls)
+        self._calls += 1
+        image, transforms = self._augment(image, generator)
+        size = tuple(image.shape[:2])
+        ids = rgb2id(transforms.apply_segmentation(pan))
+        labels, masks = segment_masks(ids, _non_crowd(d))
+        record = {
+            "image_size": size,
+            "labels": labels,
+            "masks": masks,
+            "captions": list(d.get("captions", [])),
+        }
+        out = self._output(d, image, original_size)
+        out["find_samples"] = sample_record(
+            self.tasks, record, generator=generator, encode_text=self.encode_text, training=True
+        )
+        instances = Instances(size)
+        instances.gt_classes = labels
+        instances.gt_masks = masks
+        instances.gt_boxes = BitMasks(masks).get_bounding_boxes()
+        out["instances"] = instances
+        return out
+
+
+@register_find_mapper("find_panoptic_eval")
+class FINDEvalMapper(_FINDMapper):
+    """Evaluation mapper: deterministic shortest-edge resize; the record holds what the dataset
+    dict has (panoptic segments, captions); ``find_gt`` at the original size.
+
+    Args (keyword-only): ``augmentations`` (default ``FixedResizeShortestEdge(MIN_SIZE_TEST,
+    MAX_SIZE_TEST)``), ``image_format``, ``tasks``, ``encode_text``, ``seed``
+    (``cfg.MODEL.FIND.TEST.SEED``).
+    """
+
+    requires_captions = False
+
+    @configurable
+    def __init__(self, *, augmentations, image_format, tasks, encode_text, seed=0):
+        super().__init__(
+            augmentations=augmentations,
+            image_format=image_format,
+            tasks=tasks,
+            encode_text=encode_text,
+            seed=seed,
+        )
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = False, dataset_name: Optional[str] = None):
+        tasks, _ = tasks_from_cfg(cfg, False, dataset_name)
+        return {
+            "augmentations": [
+                FixedResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+            ],
+            "image_format": cfg.INPUT.FORMAT,
+            "tasks": tasks,
+            "encode_text": _registry._build_text_encoder(cfg),
+            "seed": int(cfg.MODEL.FIND.TEST.SEED),
+        }
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        d = dataset_dict
+        image = read_image(d, self.image_format)
+        original_size = image.shape[:2]
+        generator = mapper_generator(self.seed, d["image_id"])
+        pan = read_panoptic(d, original_size) if "pan_seg_file_name" in d else None
+        image, transforms = self._augment(image, generator)
+        size = tuple(image.shape[:2])
+        record = {"image_size": size}
+        gt = {}
+        if pan is not None:
+            ids = rgb2id(transforms.apply_segmentation(pan))
+            # a segment the resize erased cannot be prompted: drop it here so that the record's
+            # masks and find_gt's stay one-to-one
+            segments = [s for s in _non_crowd(d) if (ids == s["id"]).any()]
+            record["labels"], record["masks"] = segment_masks(ids, segments)
+            if "interactive" in self.task_names:
+                gt["interactive_masks"] = segment_masks(rgb2id(pan), segments)[1]
+        captions = list(d.get("captions", []))
+        if self.requires_captions and not captions:
+            raise ValueError(
+                f"dataset entry image {d.get('image_id')} ({d.get('file_name')}) has no "
+                "captions; retrieval evaluation needs them"
+            )
+        record["captions"] = captions
+        if "retrieval" in self.task_names:
+            gt["captions"] = captions
+        out = self._output(d, image, original_size)
+        out["find_samples"] = sample_record(
+            self.tasks, record, generator=generator, encode_text=self.encode_text, training=False
+        )
+        out["find_gt"] = gt
+        return out
+
+
+@register_find_mapper("find_retrieval_eval")
+class FINDRetrievalEvalMapper(FINDEvalMapper):
+    """:class:`FINDEvalMapper` for caption-only datasets (COCO Karpathy): captions required."""
+
+    requires_captions = True
