@@ -7,11 +7,17 @@
 * the tasks ``generic``, ``grounding``, ``interactive``, ``retrieval``, ``interleave`` and
   ``interleave_retrieval`` in ``FIND_TASK_REGISTRY``;
 * evaluators ``FINDGroundingEvaluator``, ``FINDInteractiveEvaluator`` and
-  ``FINDRetrievalEvaluator`` in ``FIND_EVALUATOR_REGISTRY`` (``build_find_evaluator``).
+  ``FINDRetrievalEvaluator`` in ``FIND_EVALUATOR_REGISTRY`` (``build_find_evaluator``);
+* mappers ``find_panoptic_lsj``, ``find_panoptic_eval`` and ``find_retrieval_eval`` in
+  ``FIND_MAPPER_REGISTRY`` (``build_find_mapper``);
+* datasets ``find_coco_2017_{train,val}_panoptic...`` and ``find_coco_karpathy_{val,test}``
+  under ``$DETECTRON2_DATASETS`` (lazy: nothing is read until a dataset is used).
 """
 
+from . import datasets as _datasets  # noqa: F401  (registration)
 from . import evaluation as _evaluation  # noqa: F401  (registration)
 from . import head as _head  # noqa: F401  (registration)
+from . import mappers as _mappers  # noqa: F401  (registration)
 from . import meta_arch as _meta_arch  # noqa: F401  (registration)
 from . import pixel_decoder as _pixel_decoder  # noqa: F401  (registration)
 from . import task_registry as _task_registry  # noqa: F401  (registration)

