@@ -4,6 +4,7 @@ iterations through detectron2's trainer, evaluation with the registered evaluato
 
 import importlib.util
 import json
+import logging
 import os
 import pathlib
 
@@ -27,6 +28,26 @@ tiny = _load("_d2_tiny_dataset_train", HERE / "tiny_dataset.py")
 train_net = _load("_find_train_net", HERE.parent.parent / "tools" / "train_net.py")
 
 TRAIN, VAL = "find_test_train_net_train", "find_test_train_net_val"
+
+
+@pytest.fixture(autouse=True)
+def _restore_loggers():
+    """default_setup / setup_logger reconfigure process-wide loggers (handlers, propagate=False);
+    put them back so later tests see the usual logging."""
+    names = ["", "detectron2", "fvcore", "find_plugin", "d2"]
+    saved = {
+        n: (
+            logging.getLogger(n).handlers[:],
+            logging.getLogger(n).propagate,
+            logging.getLogger(n).level,
+        )
+        for n in names
+    }
+    yield
+    for n, (handlers, propagate, level) in saved.items():
+        lg = logging.getLogger(n)
+        lg.handlers[:] = handlers
+        lg.propagate, lg.level = propagate, level
 
 
 @pytest.fixture(scope="module")
