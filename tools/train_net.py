@@ -26,7 +26,11 @@ if ROOT not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, ROOT)
 
 from detectron2.config import get_cfg  # noqa: E402
-from detectron2.data import build_detection_test_loader, build_detection_train_loader  # noqa: E402
+from detectron2.data import (  # noqa: E402
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from detectron2.engine import (  # noqa: E402
     DefaultTrainer,
     default_argument_parser,
@@ -35,12 +39,14 @@ from detectron2.engine import (  # noqa: E402
     launch,
 )
 from detectron2.evaluation import verify_results  # noqa: E402
+from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import find_plugin.d2  # noqa: E402,F401  (registration)
 from find_plugin.d2 import FINDCheckpointer, add_find_config  # noqa: E402
 from find_plugin.d2.evaluation import build_find_evaluator  # noqa: E402
 from find_plugin.d2.mappers import build_find_mapper  # noqa: E402
+from find_plugin.d2.resumable import PositionedDataset, ResumableTrainingSampler  # noqa: E402
 from find_plugin.d2.solver import build_find_optimizer  # noqa: E402
 
 logger = logging.getLogger("find_plugin.train_net")
@@ -59,6 +65,18 @@ class Trainer(DefaultTrainer):
         for hook in self._hooks:
             if isinstance(hook, hooks.PeriodicCheckpointer):
                 hook.checkpointer = self.checkpointer
+        # class bank, generators and RNG: a resumed run continues the same random stream
+        self.checkpointer.add_checkpointable("find_state", TrainingState(self._trainer.model))
+
+    def resume_or_load(self, resume=True):
+        super().resume_or_load(resume=resume)
+        if self.start_iter > 0:
+            # continue the training stream where the checkpointed run stopped
+            per_rank = self.cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
+            self._trainer.data_loader = self.build_train_loader(
+                self.cfg, start=self.start_iter * per_rank
+            )
+            self._trainer._data_loader_iter_obj = None
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -66,8 +84,22 @@ class Trainer(DefaultTrainer):
         return build_find_evaluator(cfg, dataset_name, output_folder)
 
     @classmethod
-    def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=build_find_mapper(cfg, True))
+    def build_train_loader(cls, cfg, start: int = 0):
+        """detectron2's training loader over a resumable stream: the same seeded shuffle as an
+        uninterrupted run from this rank's ``start``-th item, each item carrying its position
+        (the FIND mappers seed their draws with it)."""
+        dicts = get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+        )
+        sampler = ResumableTrainingSampler(len(dicts), seed=max(cfg.SEED, 0), start=start)
+        return build_detection_train_loader(
+            dataset=PositionedDataset(dicts, build_find_mapper(cfg, True)),
+            mapper=None,
+            sampler=sampler,
+            total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+            aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
+        )
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
@@ -77,6 +109,19 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_optimizer(cls, cfg, model):
         return build_find_optimizer(cfg, model)
+
+
+class TrainingState:
+    """Checkpointable view of :meth:`find_plugin.d2.FIND.training_state` (DDP-unwrapped)."""
+
+    def __init__(self, model):
+        self.model = model.module if hasattr(model, "module") else model
+
+    def state_dict(self):
+        return self.model.training_state()
+
+    def load_state_dict(self, state):
+        self.model.load_training_state(state)
 
 
 def setup(args):

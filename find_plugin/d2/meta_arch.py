@@ -109,6 +109,7 @@ class FIND(FINDModel):
         self._bank_ready = False
         self._eval_bank: Optional[torch.Tensor] = None
         self._generator = torch.Generator().manual_seed(int(seed))
+        self._pending_rng = None
 
     @classmethod
     def from_config(cls, cfg):
@@ -168,6 +169,36 @@ class FIND(FINDModel):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
+    # ------------------------------------------------------------------ resumable training state
+    def training_state(self) -> Dict[str, torch.Tensor]:
+        """What a resumed run needs besides the weights and the optimizer: the class bank (rows
+        refreshed in training), the model-side generator and the global torch RNG (point sampling
+        of the losses). Stored by the trainer as a checkpointable, never in the model layout."""
+        state = {
+            "class_bank": self.class_bank.embeddings.detach().cpu().clone(),
+            "bank_ready": torch.tensor(self._bank_ready),
+            "generator": self._generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state()
+        return state
+
+    def load_training_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.class_bank.store_(state["class_bank"].to(self.device))
+        self._bank_ready = bool(state["bank_ready"])
+        self._generator.set_state(state["generator"])
+        # Applied at the next training step, not now: between loading and that step the trainer
+        # builds a new data-loader iterator, which draws from the global RNG.
+        self._pending_rng = {k: state[k] for k in ("torch_rng", "cuda_rng") if k in state}
+
+    def _restore_rng(self) -> None:
+        pending, self._pending_rng = self._pending_rng, None
+        if pending:
+            torch.set_rng_state(pending["torch_rng"])
+            if "cuda_rng" in pending and torch.cuda.is_available():
+                torch.cuda.set_rng_state(pending["cuda_rng"])
+
     # ------------------------------------------------------------------ shared
     def train(self, mode: bool = True):
         self._eval_bank = None  # weights may change: rebuild the evaluation bank when needed
@@ -212,6 +243,7 @@ class FIND(FINDModel):
 
     # ------------------------------------------------------------------ training
     def losses(self, batched_inputs, images, feats, mask_features) -> Dict[str, torch.Tensor]:
+        self._restore_rng()
         batch, inputs = self._collate(self.train_tasks, batched_inputs, images, training=True)
         bank = self._training_bank() if "class" in inputs else None
         interactive = self.tasks.get("interactive")

@@ -32,6 +32,7 @@ from detectron2.structures import BitMasks, Instances
 from ...tasks.base import FINDTask, TextEncoderFn
 from ...tasks.batch import sample_record
 from ..datasets.common import rgb2id
+from ..resumable import STREAM_POSITION_KEY
 from . import registry as _registry
 from .augmentation import FixedResizeShortestEdge, SeededAugInput, build_lsj_augmentations
 from .base import image_tensor, read_image, read_panoptic, segment_masks
@@ -126,7 +127,10 @@ class FINDPanopticLSJMapper(_FINDMapper):
         image = read_image(d, self.image_format)
         original_size = image.shape[:2]
         pan = read_panoptic(d, original_size)
-        generator = mapper_generator(self.seed, d["image_id"], self._calls)
+        # Position of this item in the training stream when the loader gives it (resumable
+        # runs, find_plugin.d2.resumable), else this mapper's own call count.
+        count = d.get(STREAM_POSITION_KEY, self._calls)
+        generator = mapper_generator(self.seed, d["image_id"], count)
         self._calls += 1
         image, transforms = self._augment(image, generator)
         size = tuple(image.shape[:2])
