@@ -32,10 +32,13 @@ from detectron2.data import (  # noqa: E402
     get_detection_dataset_dicts,
 )
 from detectron2.engine import (  # noqa: E402
+    AMPTrainer,
     DefaultTrainer,
+    SimpleTrainer,
+    TrainerBase,
+    create_ddp_model,
     default_argument_parser,
     default_setup,
-    hooks,
     launch,
 )
 from detectron2.evaluation import verify_results  # noqa: E402
@@ -56,17 +59,34 @@ class Trainer(DefaultTrainer):
     """detectron2's trainer with FIND's mappers, evaluators, optimizer and checkpointer."""
 
     def __init__(self, cfg):
-        super().__init__(cfg)
-        # FIND's checkpointer: atomic writes, official / zoo / URL weights. The hooks built by
-        # DefaultTrainer hold the checkpointer, so they are pointed at the new one as well.
-        self.checkpointer = FINDCheckpointer.from_config(
-            cfg, self._trainer.model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        # DefaultTrainer.__init__'s steps, with FIND's DDP options and checkpointer.
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        # A batch runs only the tasks it holds (e.g. no prev_mask -> no spatial memories), so
+        # some parameters get no gradient in a step; CPU processes (gloo) take no device_ids.
+        ddp = {"find_unused_parameters": True}
+        if cfg.MODEL.DEVICE == "cpu":
+            ddp["device_ids"] = None
+        model = create_ddp_model(model, broadcast_buffers=False, **ddp)
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
+            model, data_loader, optimizer
         )
-        for hook in self._hooks:
-            if isinstance(hook, hooks.PeriodicCheckpointer):
-                hook.checkpointer = self.checkpointer
-        # class bank, generators and RNG: a resumed run continues the same random stream
-        self.checkpointer.add_checkpointable("find_state", TrainingState(self._trainer.model))
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        # FIND's checkpointer (atomic writes; official / zoo / URL weights) and the training
+        # state (class bank, generators, RNG), so a resumed run continues the same stream.
+        self.checkpointer = FINDCheckpointer.from_config(
+            cfg, model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        self.checkpointer.add_checkpointable("find_state", TrainingState(model))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
 
     def resume_or_load(self, resume=True):
         super().resume_or_load(resume=resume)

@@ -78,7 +78,7 @@ def add_find_config(cfg: CN) -> CN:
     for name, weight in DEFAULT_WEIGHTS.items():
         loss[name.upper() + "_WEIGHT"] = weight  # e.g. MASK_CE_WEIGHT = 2.0
     loss.NO_OBJECT_WEIGHT = 0.1  # CE weight of the background class
-    loss.NUM_POINTS = 12544  # points of the point-sampled mask losses
+    loss.NUM_POINTS = 12544  # points of the point-sampled mask losses (0 = every pixel)
     loss.OVERSAMPLE_RATIO = 3.0  # importance sampling oversampling
     loss.IMPORTANCE_SAMPLE_RATIO = 0.75  # share of uncertain points
     loss.DEEP_SUPERVISION = True  # losses on every auxiliary prediction
@@ -91,7 +91,7 @@ def add_find_config(cfg: CN) -> CN:
     m.COST_CLASS = 2.0  # class (or task-logit) cost
     m.COST_MASK = 5.0  # sigmoid BCE cost on sampled points
     m.COST_DICE = 5.0  # dice cost on sampled points
-    m.NUM_POINTS = 12544  # points shared by every pair
+    m.NUM_POINTS = 12544  # points shared by every pair (0 = every pixel)
 
     # ---- inference ----
     test = f.TEST = CN()
@@ -170,7 +170,7 @@ def build_find_criterion(cfg: CN, *, num_classes: int, tasks) -> FINDCriterion:
             cost_class=m.COST_CLASS,
             cost_mask=m.COST_MASK,
             cost_dice=m.COST_DICE,
-            num_points=m.NUM_POINTS,
+            num_points=m.NUM_POINTS or None,
         )
 
     return FINDCriterion(
@@ -182,7 +182,7 @@ def build_find_criterion(cfg: CN, *, num_classes: int, tasks) -> FINDCriterion:
         spatial_matcher=matcher(),
         interleave_matcher=matcher(),
         no_object_weight=loss.NO_OBJECT_WEIGHT,
-        num_points=loss.NUM_POINTS,
+        num_points=loss.NUM_POINTS or None,
         oversample_ratio=loss.OVERSAMPLE_RATIO,
         importance_sample_ratio=loss.IMPORTANCE_SAMPLE_RATIO,
         grounding_task_weights={

@@ -32,7 +32,9 @@ STREAM_POSITION_KEY = "find_stream_position"
 class ResumableTrainingSampler(Sampler):
     """Infinite seeded shuffle of ``range(size)`` (one permutation per epoch), sharded over ranks
     like detectron2's ``TrainingSampler`` (rank r takes every world-size-th item); yields
-    ``(index, position)`` from this rank's ``start``-th item on."""
+    ``(index, position)`` from this rank's ``start``-th item on, ``position`` being the item's
+    place in the global stream (so one process and several processes with the same total batch
+    draw the same augmentations for the same items)."""
 
     def __init__(self, size: int, *, seed: int, start: int = 0, shuffle: bool = True):
         if size <= 0:
@@ -50,8 +52,8 @@ class ResumableTrainingSampler(Sampler):
 
     def __iter__(self) -> Iterator[Tuple[int, int]]:
         mine = itertools.islice(self._global_stream(), self.rank, None, self.world)
-        for position, index in enumerate(itertools.islice(mine, self.start, None), self.start):
-            yield index, position
+        for local, index in enumerate(itertools.islice(mine, self.start, None), self.start):
+            yield index, local * self.world + self.rank
 
 
 class PositionedDataset(Dataset):
