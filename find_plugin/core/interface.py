@@ -59,6 +59,7 @@ import torch
 from torch import nn
 
 from .class_bank import ClassBank
+from .distributed import all_gather_no_grad, all_gather_with_grad
 from .feature_levels import FeatureLevels, build_input_proj, check_features, prepare_levels
 from .heads import OutputPlan, PredictionHeads
 from .layers import InterfaceLayer
@@ -258,8 +259,10 @@ class FINDInterface(nn.Module):
             )
             if refresh is not None:
                 class_rows, indexes = refresh
-                rows = h["semantic"][:, class_rows]
-                bank["current"] = ClassBank.refreshed(class_bank, rows, indexes)
+                # Rows refreshed by every process (official all-gather; the gradient reaches the
+                # local rows only), so all processes classify against the same bank.
+                rows = all_gather_with_grad(h["semantic"][:, class_rows])
+                bank["current"] = ClassBank.refreshed(class_bank, rows, all_gather_no_grad(indexes))
             return out_plan.organize(h, bank["current"], self.logit_scale), h["attn_blocked"]
 
         predictions = self.run_layers(plan, levels, predict, out_plan.mask_seq_rows)

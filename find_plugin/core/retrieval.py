@@ -13,30 +13,16 @@ Re-implements (facts from the papers and code, no code copied):
 """
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
+from .distributed import all_gather_with_grad
 from .similarity import clamped_scale, l2_normalize
 
 __all__ = [
-    "all_gather_with_grad",
     "itc_loss",
     "fine_grained_loss",
     "soft_cross_entropy",
 ]
-
-
-def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``x`` [n, ...] from every process (equal n); only the local rows keep gradients.
-
-    Without an initialised process group this is the identity.
-    """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x
-    parts = [torch.zeros_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.detach().contiguous())
-    parts[dist.get_rank()] = x
-    return torch.cat(parts, dim=0)
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,6 @@ from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
 from detectron2.structures import BitMasks, ImageList, Instances
-from detectron2.utils import comm
 
 from ..core.class_bank import ClassBank
 from ..core.criterion import FINDCriterion
@@ -263,9 +262,8 @@ class FIND(FINDModel):
             feats, mask_features, inputs, class_bank=bank, generator=self._generator
         )
         if "class_bank" in out:
-            self.class_bank.store_(
-                _synced_bank(out["class_bank"], inputs["class"]["class_indexes"])
-            )
+            # every process's refreshed rows are in it (all-gathered inside the interface)
+            self.class_bank.store_(out["class_bank"])
         targets = _to_device(batch.targets, self.device)
         losses = self.criterion(out, targets, logit_scale=self.interface.logit_scale)
         losses.update(task_losses(self.train_tasks, out, batch))
@@ -397,19 +395,6 @@ class FIND(FINDModel):
         return task.click_ious(
             predict_fn, gt.bool().cpu(), max_clicks=self.test.get("max_clicks", 1)
         )
-
-
-def _synced_bank(bank: torch.Tensor, indexes: torch.Tensor) -> torch.Tensor:
-    """The refreshed bank with the rows refreshed by every process (all-gathered), so every rank
-    stores the same bank for the next step (detached; the gradient went to the local rows)."""
-    if comm.get_world_size() == 1:
-        return bank
-    rows = bank[indexes.to(bank.device)]
-    gathered = comm.all_gather((indexes.cpu(), rows.cpu()))
-    out = bank.clone()
-    for idx, r in gathered:
-        out[idx.to(out.device)] = r.to(out)
-    return out
 
 
 def _to_device(obj, device, key: str = ""):

@@ -1,7 +1,10 @@
-"""Resume after SIGKILL: a training run killed mid-training and restarted with ``--resume``
-continues from its last checkpoint and its later losses equal an uninterrupted run's (same seed);
-no checkpoint file is left truncated. Each run is a real ``tools/train_net.py`` trainer in its own
-process (the kill is a real SIGKILL of that process)."""
+"""Runs of the real trainer in their own processes (``train_driver.py``):
+
+* resume after SIGKILL: a run killed mid-training and restarted with ``--resume`` continues from
+  its last checkpoint and its later losses equal an uninterrupted run's (same seed); no checkpoint
+  file is left truncated;
+* distributed: two CPU processes (gloo, detectron2's ``launch``) with the same total batch give the
+  losses of one process."""
 
 import json
 import os
@@ -14,42 +17,6 @@ import torch
 HERE = pathlib.Path(__file__).parent
 REPO = HERE.parent.parent
 
-DRIVER = r"""
-import importlib.util, json, os, signal, sys
-sys.path.insert(0, {repo!r})
-
-def load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); return m
-
-from detectron2.engine import HookBase, default_argument_parser
-from find_plugin.d2.datasets import panoptic_metadata, register_find_coco_panoptic
-train_net = load("train_net", os.path.join({repo!r}, "tools", "train_net.py"))
-info = json.load(open(sys.argv[1]))
-meta = panoptic_metadata(info["categories"])
-register_find_coco_panoptic("find_test_resume_train", meta, **info["paths"])
-kill_at = int(os.environ.get("FIND_TEST_KILL_AT", "-1"))
-
-class Record(HookBase):
-    def after_step(self):
-        it = self.trainer.iter
-        value = self.trainer.storage.history("total_loss").latest()
-        with open(sys.argv[2], "a") as f:
-            f.write(json.dumps({{"iter": it, "total_loss": value}}) + "\n")
-        if it == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-class Trainer(train_net.Trainer):
-    def build_hooks(self):
-        return super().build_hooks() + [Record()]
-
-args = default_argument_parser().parse_args(sys.argv[3:])
-cfg = train_net.setup(args)
-trainer = Trainer(cfg)
-trainer.resume_or_load(resume=args.resume)
-trainer.train()
-"""
-
 
 def _load(name, path):
     import importlib.util
@@ -60,10 +27,10 @@ def _load(name, path):
     return module
 
 
-def _config(root, out_dir):
+def _config(root, out_dir, **overrides):
     C = _load("_d2_conftest_resume", HERE / "conftest.py")
     cfg = C.tiny_cfg()
-    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = ("find_test_resume_train",), ()
+    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = ("find_test_driver_train",), ()
     cfg.MODEL.FIND.TASKS.TRAIN = ["generic", "grounding", "interactive", "retrieval"]
     cfg.INPUT.IMAGE_SIZE = 64
     cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS = 2, 6, (4,)
@@ -71,21 +38,26 @@ def _config(root, out_dir):
     cfg.DATALOADER.NUM_WORKERS = 0
     cfg.TEST.EVAL_PERIOD = 0
     cfg.OUTPUT_DIR = str(out_dir)
+    cfg.merge_from_list([x for kv in overrides.items() for x in kv])
     path = root / f"{out_dir.name}.yaml"
     path.write_text(cfg.dump())
     return str(path)
 
 
-def _train(root, name, *extra, kill_at=None):
+def _train(root, name, *extra, kill_at=None, overrides=None):
     out_dir = root / name
-    config = _config(root, out_dir)
+    config = _config(root, out_dir, **(overrides or {}))
     record = root / f"{name}.jsonl"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     if kill_at is not None:
         env["FIND_TEST_KILL_AT"] = str(kill_at)
-    cmd = [sys.executable, str(root / "driver.py"), str(root / "info.json"), str(record)]
+    cmd = [sys.executable, str(HERE / "train_driver.py"), str(root / "info.json"), str(record)]
     res = subprocess.run(
-        cmd + ["--config-file", config, *extra], env=env, capture_output=True, text=True
+        cmd + ["--config-file", config, *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     return res, out_dir, record
 
@@ -98,12 +70,15 @@ def _losses(record):
     return out
 
 
-def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
+def _write_data(tmp_path):
     tiny = _load("_d2_tiny_dataset_resume", HERE / "tiny_dataset.py")
     info = tiny.write_tiny_coco(tmp_path, split="train2017", num_images=5, seed=3)
     info_json = {"paths": info["paths"], "categories": info["categories"]}
     (tmp_path / "info.json").write_text(json.dumps(info_json))
-    (tmp_path / "driver.py").write_text(DRIVER.format(repo=str(REPO)))
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
+    _write_data(tmp_path)
 
     full, _, full_record = _train(tmp_path, "full")
     assert full.returncode == 0, full.stderr[-3000:]
@@ -127,3 +102,33 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
         assert abs(got[it] - want[it]) <= 1e-5 * max(1.0, abs(want[it])), (it, got[it], want[it])
     for it in range(4):
         assert abs(got[it] - want[it]) <= 1e-5 * max(1.0, abs(want[it])), it
+
+
+# Settings that make the batches comparable: every pixel in the mask losses (no random points),
+# visual prompts below the point budget (no random point draws), no fine-grained retrieval term
+# (not gathered across processes), so one process with batch 2 and two processes with batch 1
+# each see the same images, augmentations and prompts and the same class bank (its refreshed
+# rows are all-gathered). Remaining per-process terms: the background-weighted CE is a weighted
+# mean per process, and the per-item mask losses are normalised by the local number of items (as
+# in the official code); per-term gaps of up to ~10% were seen (e.g. mask_ce 3.38 vs 3.62 at
+# iteration 0) and are not fully explained yet, hence the total-loss tolerance.
+DISTRIBUTED = {
+    "MODEL.FIND.LOSS.NUM_POINTS": 0,
+    "MODEL.FIND.MATCHER.NUM_POINTS": 0,
+    "MODEL.FIND.INTERFACE.MAX_SPATIAL_POINTS": 4096,
+    "MODEL.FIND.TASKS.SPATIAL_CORRECTION_PROB": 0.0,
+    "MODEL.FIND.LOSS.FINE_GRAINED_WEIGHT": 0.0,
+    "SOLVER.MAX_ITER": 3,
+}
+
+
+def test_two_processes_give_the_losses_of_one(tmp_path):
+    _write_data(tmp_path)
+    one, _, one_record = _train(tmp_path, "one", overrides=DISTRIBUTED)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two, _, two_record = _train(tmp_path, "two", "--num-gpus", "2", overrides=DISTRIBUTED)
+    assert two.returncode == 0, two.stderr[-3000:]
+    want, got = _losses(one_record), _losses(two_record)
+    assert set(got) == set(want) == {0, 1, 2}
+    for it in want:
+        assert abs(got[it] - want[it]) <= 0.05 * abs(want[it]), (it, got[it], want[it])
