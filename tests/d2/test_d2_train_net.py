@@ -100,3 +100,36 @@ def test_train_then_eval_only_twice_gives_identical_metrics(tiny_run):
     # identical numbers (NaN where a class is absent: compare the serialised results)
     assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
     assert 0.0 <= first["interactive"]["miou@iter1"] <= 1.0
+
+
+def test_one_training_step_from_the_real_loaders(tiny_run):
+    """detectron2's own loader over the registered tiny dataset + the FIND training mapper ->
+    one step under EventStorage: every enabled task's losses, finite, gradients only on the
+    trainable parameters."""
+    import torch
+    from detectron2.data import DatasetCatalog, build_detection_train_loader
+    from detectron2.modeling import build_model
+    from detectron2.utils.events import EventStorage
+
+    from find_plugin.d2.mappers import build_find_mapper
+
+    cfg = C.tiny_cfg()
+    cfg.DATASETS.TRAIN = (TRAIN,)
+    cfg.MODEL.FIND.TASKS.TRAIN = ["generic", "grounding", "interactive", "retrieval"]
+    cfg.INPUT.IMAGE_SIZE = 64
+    dicts = DatasetCatalog.get(TRAIN)
+    loader = build_detection_train_loader(
+        dicts, mapper=build_find_mapper(cfg, True), total_batch_size=2, num_workers=0
+    )
+    batch = next(iter(loader))
+    assert all("find_samples" in x and x["image"].dtype == torch.uint8 for x in batch)
+    model = build_model(cfg).train()
+    with EventStorage():
+        losses = model(batch)
+    final = {k[len("loss_") :].rsplit("_", 1)[0] for k in losses if not k[-1].isdigit()}
+    assert final == {"mask", "grounding", "spatial", "retrieval"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    for name, p in model.named_parameters():
+        assert (p.grad is not None) <= p.requires_grad, name  # no gradient on frozen parts
+    assert model.interface.lang_proj.grad.abs().sum() > 0
