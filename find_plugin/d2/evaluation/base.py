@@ -10,11 +10,12 @@ metric, which computes the same numbers as one metric fed every image.
 import json
 import logging
 import os
-import tempfile
 from typing import Any, Dict, List, Optional
 
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
+
+from ...checkpoint.format import atomic_write
 
 __all__ = ["FINDMetricEvaluator", "write_json_atomic"]
 
@@ -22,22 +23,11 @@ logger = logging.getLogger(__name__)
 
 
 def write_json_atomic(path: str, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file in the same directory and
-    ``os.replace``, so a reader (or a killed run) never sees a truncated file. NaN is written as
+    """Write ``data`` as JSON to ``path`` atomically (:func:`find_plugin.checkpoint.format.
+    atomic_write`): a reader or a killed run never sees a truncated file. NaN is written as
     ``NaN`` (Python's json default), as official metrics can be NaN."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    text = json.dumps(data, indent=2, sort_keys=True)
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 class FINDMetricEvaluator(DatasetEvaluator):

@@ -46,8 +46,10 @@ def _non_crowd(d) -> list:
 
 
 class _FINDMapper:
-    """Shared construction: augmentations, image format, tasks, text encoder, seed."""
+    """Shared construction: augmentations, image format, tasks, text encoder, seed (each
+    subclass gives its own ``from_config``; ``@configurable`` dispatches to it)."""
 
+    @configurable
     def __init__(
         self,
         *,
@@ -66,6 +68,7 @@ class _FINDMapper:
         self.task_names = names
         self.encode_text = encode_text
         self.seed = int(seed)
+        self._calls = 0  # training: draws are seeded by the stream position, else this count
 
     def _augment(self, image, generator):
         aug_input = SeededAugInput(image, generator=generator)
@@ -93,17 +96,6 @@ class FINDPanopticLSJMapper(_FINDMapper):
     from the per-call generator), ``image_format``, ``tasks`` (FINDTask instances),
     ``encode_text``, ``seed``.
     """
-
-    @configurable
-    def __init__(self, *, augmentations, image_format, tasks, encode_text, seed=0):
-        super().__init__(
-            augmentations=augmentations,
-            image_format=image_format,
-            tasks=tasks,
-            encode_text=encode_text,
-            seed=seed,
-        )
-        self._calls = 0
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True, dataset_name: Optional[str] = None):
@@ -165,16 +157,6 @@ class FINDEvalMapper(_FINDMapper):
     """
 
     requires_captions = False
-
-    @configurable
-    def __init__(self, *, augmentations, image_format, tasks, encode_text, seed=0):
-        super().__init__(
-            augmentations=augmentations,
-            image_format=image_format,
-            tasks=tasks,
-            encode_text=encode_text,
-            seed=seed,
-        )
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = False, dataset_name: Optional[str] = None):
