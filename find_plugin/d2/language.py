@@ -7,7 +7,7 @@ a hub id gets a clear error naming the config key.
 """
 
 import importlib
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
 from ..encoders.language import TextTokenEncoder
 from ..tasks.text import EncoderTextFn
@@ -41,17 +41,36 @@ def resolve_language_path(cfg) -> str:
 
 
 def build_find_text_encoder(cfg, *, device: Optional[str] = None) -> EncoderTextFn:
-    """``encode_text(texts, kind)`` of the frozen language model of ``cfg`` (with its cache)."""
+    """``encode_text(texts, kind)`` of the frozen language model of ``cfg`` (with its cache).
+
+    One instance per process and setting: the model and the data mappers share it (a LLaMA-7B is
+    loaded once, not once per user)."""
     lang = cfg.MODEL.FIND.LANGUAGE
-    encoder = TextTokenEncoder(
-        model_path=resolve_language_path(cfg),
-        kind=lang.KIND or None,
-        feature_layer=lang.FEATURE_LAYER or None,
-        max_length=lang.MAX_LENGTH,
-        class_max_length=lang.CLASS_MAX_LENGTH,
-        padding="longest",
-        dtype=lang.DTYPE,
-        device=device,
-        cache_dir=lang.CACHE_DIR or None,
+    key = (
+        resolve_language_path(cfg),
+        lang.KIND or None,
+        lang.FEATURE_LAYER or None,
+        lang.MAX_LENGTH,
+        lang.CLASS_MAX_LENGTH,
+        lang.DTYPE,
+        device,
+        lang.CACHE_DIR or None,
     )
-    return EncoderTextFn(encoder.eval())
+    if key not in _ENCODERS:
+        path, kind, layer, max_length, class_max_length, dtype, device, cache_dir = key
+        encoder = TextTokenEncoder(
+            model_path=path,
+            kind=kind,
+            feature_layer=layer,
+            max_length=max_length,
+            class_max_length=class_max_length,
+            padding="longest",
+            dtype=dtype,
+            device=device,
+            cache_dir=cache_dir,
+        )
+        _ENCODERS[key] = EncoderTextFn(encoder.eval())
+    return _ENCODERS[key]
+
+
+_ENCODERS: Dict[Tuple, EncoderTextFn] = {}

@@ -194,3 +194,13 @@ def test_optimizer_groups_skip_frozen_and_decay_only_weights():
     )
     assert total.item() == pytest.approx(0.01, rel=1e-3)
     opt.zero_grad(set_to_none=True)
+
+
+def test_model_and_mappers_share_one_text_encoder():
+    from find_plugin.d2 import build_find_text_encoder
+
+    cfg = tiny_cfg()
+    first, second = build_find_text_encoder(cfg), build_find_text_encoder(cfg)
+    assert first is second  # loaded once per process (a LLaMA-7B is not loaded twice)
+    cfg.MODEL.FIND.LANGUAGE.MAX_LENGTH = 16
+    assert build_find_text_encoder(cfg) is not first
