@@ -129,9 +129,15 @@ def test_standard_names_are_registered_lazily_under_detectron2_datasets(tmp_path
         [
             "find_coco_2017_train_panoptic_caption",
             "find_coco_2017_val_panoptic_with_sem_seg",
+            "find_coco_entity_train2017",
+            "find_coco_entity_val2017",
+            "find_coco_entity_val2017_long",
             "find_coco_karpathy_test",
             "find_coco_karpathy_val",
         ]
+        + [f"find_refcoco_unc_{s}" for s in ("testA", "testB", "train", "val")]
+        + [f"find_refcocog_umd_{s}" for s in ("test", "train", "val")]
+        + [f"find_refcocoplus_unc_{s}" for s in ("testA", "testB", "train", "val")]
     )
 
 

@@ -3,7 +3,11 @@
 
 * ``find_coco_2017_train_panoptic_caption`` and ``find_coco_2017_val_panoptic_with_sem_seg``
   (COCO panoptic + semantic PNGs + captions, :mod:`.coco_panoptic`);
-* ``find_coco_karpathy_test`` and ``find_coco_karpathy_val`` (retrieval, :mod:`.karpathy`).
+* ``find_coco_karpathy_test`` and ``find_coco_karpathy_val`` (retrieval, :mod:`.karpathy`);
+* ``find_refcocog_umd_{train,val,test}``, ``find_refcoco_unc_{train,val,testA,testB}``,
+  ``find_refcocoplus_unc_{train,val,testA,testB}`` (referring segmentation, :mod:`.refcoco`);
+* ``find_coco_entity_train2017``, ``find_coco_entity_val2017``, ``find_coco_entity_val2017_long``
+  (FIND-Bench interleave sentences joined with COCO panoptic, :mod:`.find_bench`).
 
 Your own data: :func:`register_find_coco_panoptic` (COCO panoptic format) with
 :func:`panoptic_metadata` of its categories, or :func:`register_find_karpathy`.
@@ -19,6 +23,15 @@ from .coco_panoptic import (
     register_find_coco_panoptic,
 )
 from .common import datasets_root, id2rgb, load_captions, panoptic_metadata, rgb2id
+from .find_bench import (
+    COCO_ENTITY_EVAL_TASKS,
+    COCO_ENTITY_TRAIN_TASKS,
+    PREDEFINED_FIND_COCO_ENTITY,
+    load_find_coco_entity,
+    parse_entity_annotations,
+    register_all_find_coco_entity,
+    register_find_coco_entity,
+)
 from .karpathy import (
     KARPATHY_SPLITS,
     karpathy_paths,
@@ -26,6 +39,14 @@ from .karpathy import (
     register_all_find_karpathy,
     register_find_karpathy,
 )
+from .refcoco import (
+    PREDEFINED_FIND_REFCOCO,
+    load_find_refcoco,
+    refcoco_paths,
+    register_all_find_refcoco,
+    register_find_refcoco,
+)
+from .safe_pickle import UnsafePickleError, load_plain_pickle
 
 __all__ = [
     "COCO_PANOPTIC_TRAIN_TASKS",
@@ -45,6 +66,20 @@ __all__ = [
     "register_find_coco_panoptic",
     "register_find_karpathy",
     "rgb2id",
+    "COCO_ENTITY_EVAL_TASKS",
+    "COCO_ENTITY_TRAIN_TASKS",
+    "PREDEFINED_FIND_COCO_ENTITY",
+    "PREDEFINED_FIND_REFCOCO",
+    "UnsafePickleError",
+    "load_find_coco_entity",
+    "load_find_refcoco",
+    "load_plain_pickle",
+    "parse_entity_annotations",
+    "refcoco_paths",
+    "register_all_find_coco_entity",
+    "register_all_find_refcoco",
+    "register_find_coco_entity",
+    "register_find_refcoco",
 ]
 
 
@@ -57,6 +92,10 @@ def _register_builtin() -> None:
         register_all_find_coco_panoptic(root)
     if "find_coco_karpathy_test" not in DatasetCatalog.list():
         register_all_find_karpathy(root)
+    if "find_refcocog_umd_val" not in DatasetCatalog.list():
+        register_all_find_refcoco(root)
+    if "find_coco_entity_val2017" not in DatasetCatalog.list():
+        register_all_find_coco_entity(root)
 
 
 _register_builtin()

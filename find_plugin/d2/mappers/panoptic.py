@@ -15,7 +15,10 @@ plus ``"image"`` uint8 [C, H, W] (``image_format``; H, W after augmentation, not
 ``"height"``/``"width"`` (original size), ``"find_samples"`` ({task: sample}), and in training
 ``"instances"`` (``gt_classes`` [N], ``gt_masks`` [N, H, W] bool, ``gt_boxes``), in evaluation
 ``"find_gt"``: ``"interactive_masks"`` [N, H0, W0] bool (interactive task; one per segment, in
-the order of the interactive sample's prompts) and ``"captions"`` (retrieval task).
+the order of the interactive sample's prompts) and ``"captions"`` (retrieval task); with
+``grounding_info`` (RefCOCO) / ``entity_info`` (FIND-Bench) in the dataset dict, the record also
+gets ``groundings`` / ``entities`` and ``find_gt`` ``"grounding_masks"`` / ``"interleave_masks"``
+(:mod:`.language`). A dataset dict without a panoptic PNG (RefCOCO alone) trains groundings only.
 
 Randomness: each call draws from ``mapper_generator(seed, image_id, call count)`` in training and
 ``mapper_generator(seed, image_id)`` in evaluation (the same numbers on every run). Language: the
@@ -25,6 +28,7 @@ never runs a model of its own.
 
 from typing import Optional, Sequence
 
+import numpy as np
 from detectron2.config import configurable
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances
@@ -36,6 +40,7 @@ from ..resumable import STREAM_POSITION_KEY
 from . import registry as _registry
 from .augmentation import FixedResizeShortestEdge, SeededAugInput, build_lsj_augmentations
 from .base import image_tensor, read_image, read_panoptic, segment_masks
+from .language import entity_entries, grounding_entries
 from .registry import mapper_generator, register_find_mapper, tasks_from_cfg
 
 __all__ = ["FINDPanopticLSJMapper", "FINDEvalMapper", "FINDRetrievalEvalMapper"]
@@ -87,6 +92,31 @@ class _FINDMapper:
         )
 
 
+def _add_language_entries(
+    record, d, transforms, original_size, ids, original_ids, *, training, generator
+) -> dict:
+    """Add ``groundings`` (from ``grounding_info``) and ``entities`` (from ``entity_info``, read
+    in the transformed panoptic id map ``ids``) to ``record``; return the ``find_gt`` entries
+    ``grounding_masks`` / ``interleave_masks`` at the original size (evaluation only)."""
+    gt = {}
+    if "grounding_info" in d:
+        record["groundings"], grounding_gt = grounding_entries(
+            d, transforms, original_size, training=training, generator=generator
+        )
+        if not training:
+            gt["grounding_masks"] = grounding_gt
+    if "entity_info" in d:
+        if ids is None:
+            raise KeyError(
+                f"dataset entry image {d.get('image_id')} ({d.get('file_name')}) has "
+                "entity_info but no 'pan_seg_file_name' (entities are panoptic segments)"
+            )
+        record["entities"], interleave_gt = entity_entries(d, ids, original_ids)
+        if not training:
+            gt["interleave_masks"] = interleave_gt
+    return gt
+
+
 @register_find_mapper("find_panoptic_lsj")
 class FINDPanopticLSJMapper(_FINDMapper):
     """Training mapper: seeded LSJ + every task's sample of the augmented panoptic record.
@@ -118,7 +148,8 @@ class FINDPanopticLSJMapper(_FINDMapper):
         d = dataset_dict
         image = read_image(d, self.image_format)
         original_size = image.shape[:2]
-        pan = read_panoptic(d, original_size)
+        # RefCOCO-only data has no panoptic PNG: its record holds groundings only
+        pan = read_panoptic(d, original_size) if "pan_seg_file_name" in d else None
         # Position of this item in the training stream when the loader gives it (resumable
         # runs, find_plugin.d2.resumable), else this mapper's own call count.
         count = d.get(STREAM_POSITION_KEY, self._calls)
@@ -126,14 +157,20 @@ class FINDPanopticLSJMapper(_FINDMapper):
         self._calls += 1
         image, transforms = self._augment(image, generator)
         size = tuple(image.shape[:2])
-        ids = rgb2id(transforms.apply_segmentation(pan))
-        labels, masks = segment_masks(ids, _non_crowd(d))
+        ids = rgb2id(transforms.apply_segmentation(pan)) if pan is not None else None
+        if ids is not None:
+            labels, masks = segment_masks(ids, _non_crowd(d))
+        else:
+            labels, masks = segment_masks(np.zeros(size, np.int32), [])
         record = {
             "image_size": size,
             "labels": labels,
             "masks": masks,
             "captions": list(d.get("captions", [])),
         }
+        _add_language_entries(
+            record, d, transforms, original_size, ids, None, training=True, generator=generator
+        )
         out = self._output(d, image, original_size)
         out["find_samples"] = sample_record(
             self.tasks, record, generator=generator, encode_text=self.encode_text, training=True
@@ -198,6 +235,18 @@ class FINDEvalMapper(_FINDMapper):
         record["captions"] = captions
         if "retrieval" in self.task_names:
             gt["captions"] = captions
+        gt.update(
+            _add_language_entries(
+                record,
+                d,
+                transforms,
+                original_size,
+                ids if pan is not None else None,
+                rgb2id(pan) if pan is not None else None,
+                training=False,
+                generator=generator,
+            )
+        )
         out = self._output(d, image, original_size)
         out["find_samples"] = sample_record(
             self.tasks, record, generator=generator, encode_text=self.encode_text, training=False

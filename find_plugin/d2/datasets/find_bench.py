@@ -1,0 +1,235 @@
+"""FIND-Bench entity sentences (COCO-Entity, COCO-Entity-Long; spec §5.1, §5.2) joined with COCO
+panoptic by panoptic segment id.
+
+Registered names (root ``$DETECTRON2_DATASETS``; nothing is read until ``DatasetCatalog.get``)::
+
+    find_coco_entity_train2017      coco/annotations/entity_train2017.json      (training)
+    find_coco_entity_val2017        coco/annotations/entity_val2017.json        (COCO-Entity)
+    find_coco_entity_val2017_long   coco/annotations/entity_val2017_long.json   (COCO-Entity-Long)
+
+on top of the COCO panoptic layout of :mod:`.coco_panoptic` (``coco/{split}``,
+``coco/panoptic_{split}``, ``coco/annotations/panoptic_{split}.json``; captions joined when
+``captions_{split}.json`` exists).
+
+Entity file: ``images[]`` ``{id, file_name}``; ``annotations[]`` one per sentence ``{image_id,
+sentence, sentence_raw, phrase: [{annotation_id, phrase, start_idx, end_idx, ...}]}``, where
+``annotation_id`` is a panoptic segment id of the image and ``start_idx``/``end_idx`` a character
+span of ``sentence``. ``sentence_raw`` (GPT-4 output) marks each phrase as ``[<segment id>]`` in
+front of its text.
+
+Validation at load time (errors name the entity file, the annotation index and the phrase): the
+span lies inside the sentence (``0 <= start < end <= len``) and phrases do not overlap; the
+``annotation_id`` is a segment of that image's panoptic annotation; ``sentence_raw`` (when
+present) has only well-formed ``[<digits>]`` markers and one for every phrase id.
+
+Dataset dicts: those of :func:`~.coco_panoptic.load_find_coco_panoptic` plus ``entity_info``:
+list of ``{"sentence", "phrases": [{"start", "end", "annotation_id", "phrase"}]}`` (phrases sorted
+by ``start``, the order of the interleave task and of ``find_gt["interleave_masks"]``). Evaluation
+splits keep only images with an entity sentence (the official gallery); training keeps every
+image (an image without a sentence gets the interleave task's dummy entity).
+"""
+
+import collections
+import functools
+import os
+import re
+from typing import Mapping, Optional, Sequence
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from .coco_panoptic import coco_panoptic_metadata, coco_panoptic_paths, load_find_coco_panoptic
+from .common import read_json
+
+__all__ = [
+    "PREDEFINED_FIND_COCO_ENTITY",
+    "COCO_ENTITY_TRAIN_TASKS",
+    "COCO_ENTITY_EVAL_TASKS",
+    "parse_entity_annotations",
+    "load_find_coco_entity",
+    "register_find_coco_entity",
+    "register_all_find_coco_entity",
+]
+
+#: name -> (COCO split, entity file name, training split)
+PREDEFINED_FIND_COCO_ENTITY = {
+    "find_coco_entity_train2017": ("train2017", "entity_train2017.json", True),
+    "find_coco_entity_val2017": ("val2017", "entity_val2017.json", False),
+    "find_coco_entity_val2017_long": ("val2017", "entity_val2017_long.json", False),
+}
+
+COCO_ENTITY_TRAIN_TASKS = ("generic", "grounding", "interactive", "interleave")
+COCO_ENTITY_EVAL_TASKS = ("interleave", "interleave_retrieval")
+
+_MARKER = re.compile(r"\[(\d+)\]")
+
+
+def _check_raw(raw: str, ids, where: str) -> None:
+    stripped = _MARKER.sub("", raw)
+    if "[" in stripped or "]" in stripped:
+        bad = stripped.find("[") if "[" in stripped else stripped.find("]")
+        raise ValueError(
+            f"{where}: malformed sentence_raw {raw!r}: a bracket that is not a '[<segment id>]' "
+            f"marker (near {stripped[max(0, bad - 10):bad + 10]!r})"
+        )
+    marked = {int(m) for m in _MARKER.findall(raw)}
+    unmarked = sorted(set(ids) - marked)
+    if unmarked:
+        raise ValueError(
+            f"{where}: malformed sentence_raw {raw!r}: no '[<id>]' marker for phrase segment "
+            f"id(s) {unmarked}"
+        )
+
+
+def parse_entity_annotations(
+    entity_json: str, data: Mapping, segment_ids: Mapping[int, set], *, dataset_name: str
+) -> dict:
+    """``image_id -> [entity_info entries]`` of the entity file content ``data``, validated
+    against ``segment_ids`` (``image_id -> {panoptic segment ids}``); see the module docstring."""
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
+        raise ValueError(
+            f"dataset {dataset_name!r}: entity file {entity_json} has no 'annotations' list"
+        )
+    out = collections.defaultdict(list)
+    for k, ann in enumerate(data["annotations"]):
+        where = f"dataset {dataset_name!r}: {entity_json} annotations[{k}]"
+        for key in ("image_id", "sentence", "phrase"):
+            if key not in ann:
+                raise ValueError(f"{where} has no {key!r}")
+        image_id, sentence = int(ann["image_id"]), ann["sentence"]
+        where += f" (image {image_id})"
+        if image_id not in segment_ids:
+            raise ValueError(f"{where}: the image is not in the panoptic annotations")
+        phrases = []
+        for j, p in enumerate(ann["phrase"]):
+            pw = f"{where} phrase[{j}] ({p.get('phrase')!r})"
+            try:
+                start, end, sid = int(p["start_idx"]), int(p["end_idx"]), int(p["annotation_id"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(
+                    f"{pw} needs integer start_idx, end_idx and annotation_id ({e!r})"
+                ) from None
+            if not 0 <= start < end <= len(sentence):
+                raise ValueError(
+                    f"{pw}: span ({start}, {end}) is outside the sentence {sentence!r} "
+                    f"(length {len(sentence)})"
+                )
+            if sid not in segment_ids[image_id]:
+                raise ValueError(
+                    f"{pw}: annotation_id {sid} is not a panoptic segment of image {image_id} "
+                    f"(its segments: {sorted(segment_ids[image_id])})"
+                )
+            phrases.append(
+                {
+                    "start": start,
+                    "end": end,
+                    "annotation_id": sid,
+                    "phrase": p.get("phrase", sentence[start:end]),
+                }
+            )
+        phrases.sort(key=lambda p: p["start"])
+        for a, b in zip(phrases, phrases[1:]):
+            if b["start"] < a["end"]:
+                raise ValueError(
+                    f"{where}: phrases {a['phrase']!r} ({a['start']}, {a['end']}) and "
+                    f"{b['phrase']!r} ({b['start']}, {b['end']}) overlap in {sentence!r}"
+                )
+        if ann.get("sentence_raw") is not None:
+            _check_raw(ann["sentence_raw"], [p["annotation_id"] for p in phrases], where)
+        out[image_id].append({"sentence": sentence, "phrases": phrases})
+    return dict(out)
+
+
+def load_find_coco_entity(
+    name: str,
+    metadata: Mapping,
+    image_root: str,
+    panoptic_root: str,
+    panoptic_json: str,
+    entity_json: str,
+    captions_json: Optional[str] = None,
+    keep_images_without_entities: bool = False,
+) -> list:
+    """COCO panoptic dataset dicts joined with ``entity_json`` (module docstring)."""
+    if captions_json and not os.path.isfile(captions_json):
+        captions_json = None  # captions are optional here
+    dicts = load_find_coco_panoptic(
+        name, metadata, image_root, panoptic_root, panoptic_json, None, captions_json, False
+    )
+    data = read_json(entity_json, dataset_name=name, what="FIND-Bench entity file")
+    segment_ids = {d["image_id"]: {s["id"] for s in d["segments_info"]} for d in dicts}
+    entities = parse_entity_annotations(entity_json, data, segment_ids, dataset_name=name)
+    out = []
+    for d in dicts:
+        d["entity_info"] = entities.get(d["image_id"], [])
+        if d["entity_info"] or keep_images_without_entities:
+            out.append(d)
+    if not out:
+        raise ValueError(f"dataset {name!r}: {entity_json} has no sentence of any image")
+    return out
+
+
+def register_find_coco_entity(
+    name: str,
+    metadata: Mapping,
+    image_root: str,
+    panoptic_root: str,
+    panoptic_json: str,
+    entity_json: str,
+    captions_json: Optional[str] = None,
+    *,
+    training: bool = False,
+    find_train_tasks: Sequence[str] = COCO_ENTITY_TRAIN_TASKS,
+    find_eval_tasks: Sequence[str] = COCO_ENTITY_EVAL_TASKS,
+) -> None:
+    """Register a FIND-Bench entity split (reads nothing until ``DatasetCatalog.get``).
+
+    ``training=True`` keeps images without a sentence and declares ``find_train_tasks``;
+    otherwise only images with a sentence, ``find_train_tasks=()``. Metadata: ``metadata``
+    (panoptic class lists and id maps), ``image_root``, ``panoptic_root``, ``panoptic_json``,
+    ``entity_json``, ``evaluator_type="find_grounding"``, ``find_eval_tasks``,
+    ``find_eval_mapper="find_panoptic_eval"``."""
+    DatasetCatalog.register(
+        name,
+        functools.partial(
+            load_find_coco_entity,
+            name,
+            dict(metadata),
+            image_root,
+            panoptic_root,
+            panoptic_json,
+            entity_json,
+            captions_json,
+            training,
+        ),
+    )
+    MetadataCatalog.get(name).set(
+        image_root=image_root,
+        panoptic_root=panoptic_root,
+        panoptic_json=panoptic_json,
+        entity_json=entity_json,
+        captions_json=captions_json,
+        evaluator_type="find_grounding",
+        ignore_label=255,
+        label_divisor=1000,
+        find_train_tasks=tuple(find_train_tasks) if training else (),
+        find_eval_tasks=tuple(find_eval_tasks),
+        find_eval_mapper="find_panoptic_eval",
+        **metadata,
+    )
+
+
+def register_all_find_coco_entity(root: str) -> None:
+    """Register :data:`PREDEFINED_FIND_COCO_ENTITY` under ``root`` (reads no file)."""
+    meta = coco_panoptic_metadata()
+    for name, (split, entity_file, training) in PREDEFINED_FIND_COCO_ENTITY.items():
+        p = coco_panoptic_paths(root, split)
+        register_find_coco_entity(
+            name,
+            meta,
+            p["image_root"],
+            p["panoptic_root"],
+            p["panoptic_json"],
+            os.path.join(os.path.dirname(p["panoptic_json"]), entity_file),
+            p["captions_json"],
+            training=training,
+        )

@@ -1,0 +1,204 @@
+"""RefCOCO, RefCOCO+ and RefCOCOg (referring segmentation, spec §2 "Grounded", §5.4), read from
+the standard ``refer`` files (Licheng Yu's ``refs(*).p`` pickles + ``instances.json``).
+
+Registered names (root ``$DETECTRON2_DATASETS``; nothing is read until ``DatasetCatalog.get``)::
+
+    find_refcocog_umd_{train,val,test}
+    find_refcoco_unc_{train,val,testA,testB}
+    find_refcocoplus_unc_{train,val,testA,testB}
+
+Layout::
+
+    refcoco/instances.json      refcoco/refs(unc).p
+    refcoco+/instances.json     refcoco+/refs(unc).p
+    refcocog/instances.json     refcocog/refs(umd).p
+    coco/train2014/COCO_train2014_{id:012d}.jpg   (else coco/train2017/{id:012d}.jpg, same picture)
+
+The pickles are read with :func:`~.safe_pickle.load_plain_pickle` (no code from the file runs).
+A ref is ``{"ref_id", "ann_id", "image_id", "split", "category_id", "sentences": [{"raw", ...}]}``;
+its mask is the ``instances.json`` annotation ``ann_id`` (polygons or RLE).
+
+Dataset dicts (one per image of the split, in order of first appearance in the pickle):
+``file_name``, ``image_id``, ``height``, ``width``, ``grounding_info``: list of ``{"ref_id",
+"ann_id", "category_id", "sentences": [str], "segmentation"}`` (one per ref). The mappers turn
+``grounding_info`` into the record's ``groundings`` (:mod:`find_plugin.d2.mappers.language`):
+training draws one sentence per ref, evaluation takes every sentence with its ref's mask.
+"""
+
+import collections
+import functools
+import os
+from typing import Optional, Sequence
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from .common import missing_files, read_json, require_file
+from .safe_pickle import load_plain_pickle
+
+__all__ = [
+    "PREDEFINED_FIND_REFCOCO",
+    "refcoco_paths",
+    "load_find_refcoco",
+    "register_find_refcoco",
+    "register_all_find_refcoco",
+]
+
+#: name -> (folder, splitBy, split)
+PREDEFINED_FIND_REFCOCO = {
+    **{f"find_refcocog_umd_{s}": ("refcocog", "umd", s) for s in ("train", "val", "test")},
+    **{f"find_refcoco_unc_{s}": ("refcoco", "unc", s) for s in ("train", "val", "testA", "testB")},
+    **{
+        f"find_refcocoplus_unc_{s}": ("refcoco+", "unc", s)
+        for s in ("train", "val", "testA", "testB")
+    },
+}
+
+
+def refcoco_paths(root: str, folder: str, split_by: str) -> dict:
+    """``refs_file``, ``instances_json`` and ``image_root`` (the ``coco`` folder) of the layout
+    above under ``root``."""
+    return {
+        "refs_file": os.path.join(root, folder, f"refs({split_by}).p"),
+        "instances_json": os.path.join(root, folder, "instances.json"),
+        "image_root": os.path.join(root, "coco"),
+    }
+
+
+def _image_file(image_root: str, img: dict) -> list:
+    """Candidate paths: the 2014 name under ``coco/train2014``, then the 2017 names."""
+    out = []
+    if img.get("file_name"):
+        out.append(os.path.join(image_root, "train2014", os.path.basename(img["file_name"])))
+    out += [
+        os.path.join(image_root, f"{split}2017", f"{int(img['id']):012d}.jpg")
+        for split in ("train", "val")
+    ]
+    return out
+
+
+def _resolve_images(name, image_root, images, instances_json):
+    candidates = {i: _image_file(image_root, images[i]) for i in images}
+    # one listdir per folder (118k images), then the first existing candidate
+    first = {i: c[0] for i, c in candidates.items()}
+    missing = set(missing_files(first.values()))
+    out = {}
+    for i, cands in candidates.items():
+        path = cands[0] if cands[0] not in missing else None
+        if path is None:
+            path = next((p for p in cands[1:] if os.path.isfile(p)), None)
+        if path is None:
+            raise FileNotFoundError(
+                f"dataset {name!r}: image {i} of {instances_json} not found; looked for {cands}"
+            )
+        out[i] = path
+    return out
+
+
+def load_find_refcoco(
+    name: str, refs_file: str, instances_json: str, image_root: str, split: str
+) -> list:
+    """Dataset dicts of ``split`` (see the module docstring). Errors name the file and the entry:
+    a ref of the split whose ``ann_id`` or ``image_id`` is not in ``instances_json``, a ref
+    without sentences, an unsafe or corrupt pickle, a missing image."""
+    require_file(refs_file, dataset_name=name, what="RefCOCO refs pickle")
+    refs = load_plain_pickle(refs_file)
+    if not isinstance(refs, list):
+        raise ValueError(
+            f"dataset {name!r}: {refs_file} holds a {type(refs).__name__}, expected the list "
+            "of refs of the refer API"
+        )
+    inst = read_json(instances_json, dataset_name=name, what="RefCOCO instances json")
+    for key in ("images", "annotations"):
+        if key not in inst:
+            raise ValueError(f"dataset {name!r}: {instances_json} has no {key!r} list")
+    images = {int(i["id"]): i for i in inst["images"]}
+    anns = {int(a["id"]): a for a in inst["annotations"]}
+    per_image = collections.OrderedDict()
+    for k, ref in enumerate(refs):
+        if not isinstance(ref, dict) or ref.get("split") != split:
+            continue
+        entry = f"{refs_file} ref #{k} (ref_id {ref.get('ref_id')})"
+        for key in ("ann_id", "image_id", "sentences"):
+            if key not in ref:
+                raise ValueError(f"dataset {name!r}: {entry} has no {key!r}")
+        ann = anns.get(int(ref["ann_id"]))
+        if ann is None:
+            raise ValueError(
+                f"dataset {name!r}: {entry}: ann_id {ref['ann_id']} is not an annotation of "
+                f"{instances_json}"
+            )
+        image_id = int(ref["image_id"])
+        if image_id not in images or int(ann["image_id"]) != image_id:
+            raise ValueError(
+                f"dataset {name!r}: {entry}: image_id {image_id} is not in {instances_json} or "
+                f"is not the image of its annotation {ref['ann_id']} ({ann.get('image_id')})"
+            )
+        sentences = [s.get("raw", s.get("sent", "")) for s in ref["sentences"]]
+        sentences = [s.strip() for s in sentences if isinstance(s, str) and s.strip()]
+        if not sentences:
+            raise ValueError(f"dataset {name!r}: {entry} has no sentence")
+        per_image.setdefault(image_id, []).append(
+            {
+                "ref_id": int(ref.get("ref_id", -1)),
+                "ann_id": int(ref["ann_id"]),
+                "category_id": int(ref.get("category_id", ann.get("category_id", -1))),
+                "sentences": sentences,
+                "segmentation": ann["segmentation"],
+            }
+        )
+    if not per_image:
+        raise ValueError(f"dataset {name!r}: {refs_file} has no ref of split {split!r}")
+    paths = _resolve_images(name, image_root, {i: images[i] for i in per_image}, instances_json)
+    return [
+        {
+            "file_name": paths[i],
+            "image_id": i,
+            "height": int(images[i]["height"]),
+            "width": int(images[i]["width"]),
+            "grounding_info": infos,
+        }
+        for i, infos in per_image.items()
+    ]
+
+
+def register_find_refcoco(
+    name: str,
+    refs_file: str,
+    instances_json: str,
+    image_root: str,
+    split: str,
+    *,
+    find_train_tasks: Optional[Sequence[str]] = None,
+    find_eval_tasks: Sequence[str] = ("grounding",),
+    metadata: Optional[dict] = None,
+) -> None:
+    """Register one RefCOCO-style split as ``name`` (reads nothing until ``DatasetCatalog.get``).
+
+    Metadata: ``refs_file``, ``json_file`` (instances), ``image_root``, ``split``,
+    ``evaluator_type="find_grounding"``, ``find_train_tasks`` (default ``("grounding",)`` for a
+    ``train`` split, else ``()``), ``find_eval_tasks`` (``("grounding",)``),
+    ``find_eval_mapper="find_panoptic_eval"`` (it reads ``grounding_info`` and needs no panoptic
+    PNG) and ``metadata``."""
+    if find_train_tasks is None:
+        find_train_tasks = ("grounding",) if split == "train" else ()
+    DatasetCatalog.register(
+        name,
+        functools.partial(load_find_refcoco, name, refs_file, instances_json, image_root, split),
+    )
+    MetadataCatalog.get(name).set(
+        refs_file=refs_file,
+        json_file=instances_json,
+        image_root=image_root,
+        split=split,
+        evaluator_type="find_grounding",
+        find_train_tasks=tuple(find_train_tasks),
+        find_eval_tasks=tuple(find_eval_tasks),
+        find_eval_mapper="find_panoptic_eval",
+        **(metadata or {}),
+    )
+
+
+def register_all_find_refcoco(root: str) -> None:
+    """Register :data:`PREDEFINED_FIND_REFCOCO` under ``root`` (reads no file)."""
+    for name, (folder, split_by, split) in PREDEFINED_FIND_REFCOCO.items():
+        register_find_refcoco(name, **refcoco_paths(root, folder, split_by), split=split)
