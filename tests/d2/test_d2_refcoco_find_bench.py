@@ -376,15 +376,19 @@ def test_pickle_with_anything_but_plain_data_is_refused(tmp_path, train_info, mo
 
 
 def test_entity_dataset_loads_spans_and_masks(val_info):
-    path = write_entities(val_info, "entity_val2017.json")
+    def second_sentence(anns):  # image 0 gets a second sentence, after the first
+        anns.append(dict(anns[0], phrase=anns[0]["phrase"][:1]))
+
+    path = write_entities(val_info, "entity_val2017.json", edit=second_sentence)
     name = _register_entity(val_info, path)
     dicts = DatasetCatalog.get(name)
     imgs = val_info["images"]
     # evaluation keeps only images with a sentence (the official gallery)
     assert [d["image_id"] for d in dicts] == [imgs[0]["image_id"], imgs[1]["image_id"]]
     assert "pan_seg_file_name" in dicts[0] and dicts[0]["segments_info"]
+    assert [len(d["entity_info"]) for d in dicts] == [2, 1]
     for d, img in zip(dicts, imgs):
-        (e,) = d["entity_info"]
+        e = d["entity_info"][0]
         starts = [p["start"] for p in e["phrases"]]
         assert starts == sorted(starts) and len(starts) == 3
         for p in e["phrases"]:
@@ -412,7 +416,9 @@ def test_entity_dataset_loads_spans_and_masks(val_info):
     assert (entity >= 0).sum() == sum(
         1 if v else len(p["phrase"].split()) for p, v in zip(phrases, sample["is_visual"])
     )
-    assert len(out["find_samples"]["interleave_retrieval"]["sentences"]) == 1
+    # official: the first sentence stands for each of the image's sentences
+    retrieval = out["find_samples"]["interleave_retrieval"]["sentences"]
+    assert [f.text for f in retrieval] == [d["entity_info"][0]["sentence"]] * 2
 
     # training split: images without a sentence are kept (dummy entity in the task)
     tpath = write_entities(val_info, "entity_train.json", images=1)
@@ -489,6 +495,9 @@ def test_training_mapper_yields_grounding_and_interleave_samples(tmp_path, train
         allowed = {s.lower() for r in d["grounding_info"] for s in r["sentences"]}
         assert g["mode"] == "text" and set(texts) <= allowed and 1 <= len(texts) <= 4
         # a ref's mask (RLE decoded, then transformed) is its panoptic segment's (PNG path)
+        # one sentence per ref (official): no two queries carry the same (non-empty) ref mask
+        full = [m for m in g["masks"] if m.any()]
+        assert not any(torch.equal(a, b) for i, a in enumerate(full) for b in full[i + 1 :])
         query_text = [texts[q] for q in g["query_phrase"]]
         for m, t in zip(g["masks"], query_text):
             if t != "the box drawn as a polygon":
