@@ -448,7 +448,11 @@ def test_entity_dataset_loads_spans_and_masks(val_info):
         ),
         (
             lambda a: a[0].update(sentence_raw="a small dog [x] stands"),
-            r"annotations\[0\] .*malformed sentence_raw",
+            r"annotations\[0\] .*malformed sentence_raw.*bracket that is not",
+        ),
+        (  # every id marked, but a stray bracket
+            lambda a: a[0].update(sentence_raw=a[0]["sentence_raw"] + " ]"),
+            r"annotations\[0\] .*malformed sentence_raw.*bracket that is not",
         ),
         (
             lambda a: a[0].update(sentence_raw=a[0]["sentence"]),
