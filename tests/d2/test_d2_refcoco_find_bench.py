@@ -525,3 +525,29 @@ def test_training_mapper_yields_grounding_and_interleave_samples(tmp_path, train
     g = out["find_samples"]["grounding"]
     assert g["mode"] == "text" and g["masks"].shape[-2:] == (64, 64) and len(g["phrases"]) >= 1
     assert len(out["instances"]) == 0
+
+
+def test_mapper_ground_truth_feeds_the_grounding_evaluator(tmp_path, train_info, val_info):
+    from find_plugin.d2.evaluation.grounding import FINDGroundingEvaluator
+
+    write_refcoco(tmp_path, train_info)
+    ref = DatasetCatalog.get(_register_refcoco(tmp_path, "val"))[0]
+    path = write_entities(val_info, "entity_val2017.json")
+    ent = DatasetCatalog.get(_register_entity(val_info, path))[0]
+    cases = [
+        ("grounding", ref, [build_task("grounding")]),
+        ("interleave", ent, [build_task("interleave")]),
+    ]
+    for task, d, tasks in cases:
+        inp = _eval_mapper(tasks, [mp.FixedResizeShortestEdge(24, 1000)])(d)
+        gt = inp["find_gt"][f"{task}_masks"]
+        ev = FINDGroundingEvaluator(task=task, distributed=False)
+        ev.reset()
+        # the exact masks score 100; the first mask emptied loses it
+        ev.process([inp], [{f"{task}_masks": gt.float() * 2 - 1}])
+        assert ev.evaluate()[task]["mIoU"] == pytest.approx(100.0)
+        worse = gt.float() * 2 - 1
+        worse[0] = -1
+        ev.reset()
+        ev.process([inp], [{f"{task}_masks": worse}])
+        assert ev.evaluate()[task]["mIoU"] == pytest.approx(100.0 * (len(gt) - 1) / len(gt))
