@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog
 from PIL import Image
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from find_plugin.d2.datasets import load_karpathy_json, register_find_coco_panoptic, rgb2id
+from find_plugin.d2.datasets.demo_scenes import compose_scene, load_sources
 
 _TOOL = pathlib.Path(__file__).resolve().parents[2] / "tools" / "build_demo_dataset.py"
 _SIZES = {"num_train": 6, "num_val": 4, "progress": False}
@@ -153,11 +153,11 @@ def test_val_compositions_differ_from_train(built, tool):
     assert len(captions["train"]) == 6 and len(captions["val"]) == 4
     assert not captions["train"] & captions["val"]
     # The guard itself: the same draws with that layout already used give another layout.
-    sources = tool._load_sources()
+    sources = load_sources()
     used = set()
-    tool._compose(np.random.default_rng(3), sources, used, 1)
+    compose_scene(np.random.default_rng(3), sources, used, 1)
     again = set(used)
-    tool._compose(np.random.default_rng(3), sources, again, 1)
+    compose_scene(np.random.default_rng(3), sources, again, 1)
     assert len(again) == 2
 
 
@@ -166,12 +166,20 @@ def test_same_seed_identical_other_seed_differs(built, tool, tmp_path):
     again = tool.build_demo_dataset(str(tmp_path / "a"), seed=0, **_SIZES)
     assert sorted(first) == again["files"]
     assert _hashes(again["base"]) == first
+    # overwrite replaces the folder: a stale file of an earlier build does not survive
+    open(os.path.join(again["base"], "coco", "train2017", "stale.jpg"), "w").close()
+    tool.build_demo_dataset(str(tmp_path / "a"), seed=0, overwrite=True, **_SIZES)
+    assert _hashes(again["base"]) == first
     other = _hashes(tool.build_demo_dataset(str(tmp_path / "b"), seed=1, **_SIZES)["base"])
     assert set(other) == set(first)
     changed = [k for k in first if other[k] != first[k]]
     assert any(k.endswith(".jpg") for k in changed) and any(k.endswith(".json") for k in changed)
 
 
-def test_bad_sizes_are_named(tool, tmp_path):
+def test_bad_arguments_and_existing_folder_are_named(tool, tmp_path, built):
     with pytest.raises(ValueError, match="num_val"):
         tool.build_demo_dataset(str(tmp_path), num_val=0)
+    root = os.path.dirname(built["base"])
+    with pytest.raises(FileExistsError, match="overwrite"):
+        tool.build_demo_dataset(root, seed=0, **_SIZES)
+    assert not os.path.exists(os.path.join(root, "find_demo.partial"))
