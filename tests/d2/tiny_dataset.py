@@ -25,15 +25,21 @@ image also holds one crowd thing), and a void column at the left edge. Categorie
 them. Same ``seed`` and arguments -> byte-identical files.
 """
 
-import json
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image
-from pycocotools import mask as mask_utils
 
-from find_plugin.d2.datasets import coco_panoptic_paths, id2rgb, panoptic_metadata
+from find_plugin.d2.datasets import coco_panoptic_paths, panoptic_metadata
+from find_plugin.d2.datasets.writers import (
+    instance_annotation,
+    karpathy_entry,
+    mask_bbox,
+    save_jpeg,
+    save_panoptic_png,
+    save_semantic_png,
+    write_json,
+)
 
 __all__ = ["TINY_CATEGORIES", "write_tiny_coco", "write_tiny_karpathy"]
 
@@ -70,16 +76,6 @@ def _box(rng, h, w) -> Tuple[int, int, int, int]:
     bh, bw = int(rng.integers(h // 4, h // 2)), int(rng.integers(w // 5, w // 2))
     y0, x0 = int(rng.integers(2, h - bh - 1)), int(rng.integers(3, w - bw - 1))
     return y0, y0 + bh, x0, x0 + bw
-
-
-def _bbox(mask: np.ndarray) -> List[float]:
-    ys, xs = np.nonzero(mask)
-    return [
-        float(xs.min()),
-        float(ys.min()),
-        float(xs.max() - xs.min() + 1),
-        float(ys.max() - ys.min() + 1),
-    ]
 
 
 def write_tiny_coco(
@@ -159,12 +155,12 @@ def write_tiny_coco(
             pixels[m] = colors[s["category_id"]] + rng.integers(-20, 21, 3)
             semantic[m] = contiguous[s["category_id"]]
             s["area"] = int(m.sum())
-            s["bbox"] = _bbox(m)
+            s["bbox"] = mask_bbox(m)
         pixels = np.clip(pixels + rng.integers(-8, 9, pixels.shape), 0, 255).astype(np.uint8)
         stem = f"{image_id:012d}"
-        Image.fromarray(pixels).save(os.path.join(paths["image_root"], stem + ".jpg"), quality=95)
-        Image.fromarray(id2rgb(ids)).save(os.path.join(paths["panoptic_root"], stem + ".png"))
-        Image.fromarray(semantic).save(os.path.join(paths["sem_seg_root"], stem + ".png"))
+        save_jpeg(os.path.join(paths["image_root"], stem + ".jpg"), pixels)
+        save_panoptic_png(os.path.join(paths["panoptic_root"], stem + ".png"), ids)
+        save_semantic_png(os.path.join(paths["sem_seg_root"], stem + ".png"), semantic)
 
         images.append({"id": image_id, "file_name": stem + ".jpg", "height": h, "width": w})
         pan_anns.append(
@@ -172,17 +168,10 @@ def write_tiny_coco(
         )
         for s in segments:
             if s["category_id"] in things:
-                rle = mask_utils.encode(np.asfortranarray((ids == s["id"]).astype(np.uint8)))
+                mask = ids == s["id"]
+                ann_id = len(inst_anns) + 1
                 inst_anns.append(
-                    {
-                        "id": len(inst_anns) + 1,
-                        "image_id": image_id,
-                        "category_id": s["category_id"],
-                        "segmentation": {"size": [h, w], "counts": rle["counts"].decode()},
-                        "area": s["area"],
-                        "bbox": s["bbox"],
-                        "iscrowd": s["iscrowd"],
-                    }
+                    instance_annotation(ann_id, image_id, s["category_id"], mask, s["iscrowd"])
                 )
         present = [names[s["category_id"]] for s in segments if s["category_id"] in things]
         captions = [
@@ -203,14 +192,16 @@ def write_tiny_coco(
         )
 
     common = {"info": {"description": "find_plugin tiny COCO"}, "licenses": [], "images": images}
-    _dump(
+    write_json(
         paths["panoptic_json"], {**common, "annotations": pan_anns, "categories": list(categories)}
     )
     thing_cats = [
         {k: c[k] for k in ("id", "name", "supercategory")} for c in categories if c["isthing"]
     ]
-    _dump(paths["instances_json"], {**common, "annotations": inst_anns, "categories": thing_cats})
-    _dump(paths["captions_json"], {**common, "annotations": cap_anns})
+    write_json(
+        paths["instances_json"], {**common, "annotations": inst_anns, "categories": thing_cats}
+    )
+    write_json(paths["captions_json"], {**common, "annotations": cap_anns})
     return {
         "root": str(root),
         "split": split,
@@ -228,27 +219,12 @@ def write_tiny_karpathy(root: str, coco_infos: Sequence[dict], split: str = "tes
     2017 names (as with a COCO 2017 download). Returns the json path."""
     entries = []
     for info in coco_infos:
-        for k, img in enumerate(info["images"]):
+        for img in info["images"]:
             cocoid = img["image_id"]
+            name = f"COCO_val2014_{cocoid:012d}.jpg"
             entries.append(
-                {
-                    "filepath": "val2014",
-                    "filename": f"COCO_val2014_{cocoid:012d}.jpg",
-                    "imgid": len(entries),
-                    "cocoid": cocoid,
-                    "split": split,
-                    "sentences": [
-                        {"raw": c, "tokens": c.split(), "imgid": len(entries)}
-                        for c in img["captions"]
-                    ],
-                }
+                karpathy_entry(len(entries), cocoid, "val2014", name, split, img["captions"])
             )
     path = os.path.join(str(root), "coco", "annotations", "dataset_coco.json")
-    _dump(path, {"images": entries, "dataset": "coco"})
+    write_json(path, {"images": entries, "dataset": "coco"})
     return path
-
-
-def _dump(path: str, data) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(data, f)

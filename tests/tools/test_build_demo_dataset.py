@@ -1,0 +1,185 @@
+"""tools/build_demo_dataset.py: the demo dataset loads through detectron2 and pycocotools, its
+annotations agree with each other, and it is deterministic (CPU, a few seconds)."""
+
+import hashlib
+import importlib.util
+import json
+import os
+import pathlib
+import pickle
+
+import numpy as np
+import pytest
+from detectron2.data import DatasetCatalog
+from PIL import Image
+from pycocotools.coco import COCO
+
+from find_plugin.d2.datasets import load_karpathy_json, register_find_coco_panoptic, rgb2id
+from find_plugin.d2.datasets.demo_scenes import compose_scene, load_sources
+
+_TOOL = pathlib.Path(__file__).resolve().parents[2] / "tools" / "build_demo_dataset.py"
+_SIZES = {"num_train": 6, "num_val": 4, "progress": False}
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("find_build_demo_dataset", _TOOL)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def tool():
+    return _tool()
+
+
+@pytest.fixture(scope="module")
+def built(tool, tmp_path_factory):
+    return tool.build_demo_dataset(str(tmp_path_factory.mktemp("demo")), seed=0, **_SIZES)
+
+
+def _hashes(base):
+    out = {}
+    for d, _, files in os.walk(base):
+        for f in files:
+            path = os.path.join(d, f)
+            with open(path, "rb") as fh:
+                out[os.path.relpath(path, base)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+def _panoptic(base_split_paths, image_id):
+    path = os.path.join(base_split_paths["panoptic_root"], f"{image_id:012d}.png")
+    return rgb2id(np.asarray(Image.open(path), dtype=np.uint8))
+
+
+def test_detectron2_and_pycocotools_read_it(built):
+    for split, n in (("train", 6), ("val", 4)):
+        name = f"find_demo_test_{split}_{id(built)}"
+        register_find_coco_panoptic(name, built["metadata"], **built[split])
+        dicts = DatasetCatalog.get(name)
+        assert len(dicts) == n
+        for d in dicts:
+            assert os.path.isfile(d["file_name"]) and os.path.isfile(d["sem_seg_file_name"])
+            assert len(d["captions"]) >= 2
+            things = [s for s in d["segments_info"] if s["isthing"]]
+            assert len(things) >= 1 and len(d["segments_info"]) == len(things) + 2
+        coco = COCO(built[split]["instances_json"])
+        assert len(coco.getImgIds()) == n and len(coco.getAnnIds()) >= n
+        for ann in coco.loadAnns(coco.getAnnIds()):
+            assert coco.annToMask(ann).sum() == ann["area"]
+        COCO(built[split]["captions_json"])
+    gallery = load_karpathy_json(
+        "demo_retrieval", built["karpathy_json"], built["karpathy_image_root"], ("test",)
+    )
+    assert len(gallery) == 4 and all(os.path.isfile(g["file_name"]) for g in gallery)
+    assert {g["image_id"] for g in gallery} == set(COCO(built["val"]["instances_json"]).getImgIds())
+    assert os.path.isfile(os.path.join(built["base"], "LICENSES.md"))
+    sources = json.load(open(os.path.join(built["base"], "licenses.json")))["sources"]
+    assert {s["source"] for s in sources} >= {"coins", "chelsea", "astronaut", "coffee", "horse"}
+    assert all(s["licence"] for s in sources)
+
+
+def test_masks_semantic_and_instances_agree_with_panoptic(built):
+    meta = built["metadata"]
+    contiguous = meta["stuff_dataset_id_to_contiguous_id"]
+    for split in ("train", "val"):
+        p = built[split]
+        pan = json.load(open(p["panoptic_json"]))
+        coco = COCO(p["instances_json"])
+        for ann in pan["annotations"]:
+            ids = _panoptic(p, ann["image_id"])
+            sem = np.asarray(Image.open(os.path.join(p["sem_seg_root"], ann["file_name"])))
+            assert set(np.unique(ids)) == {s["id"] for s in ann["segments_info"]}
+            for s in ann["segments_info"]:
+                m = ids == s["id"]
+                assert m.sum() == s["area"]
+                assert (sem[m] == contiguous[s["category_id"]]).all()
+            inst = coco.loadAnns(coco.getAnnIds(imgIds=[ann["image_id"]]))
+            things = [
+                s
+                for s in ann["segments_info"]
+                if s["category_id"] in meta["thing_dataset_id_to_contiguous_id"]
+            ]
+            assert len(inst) == len(things)
+            for a, s in zip(inst, things):
+                assert a["category_id"] == s["category_id"]
+                assert (coco.annToMask(a).astype(bool) == (ids == s["id"])).all()
+
+
+def test_referring_expressions_point_at_panoptic_segments(built):
+    refs = pickle.load(open(built["refs_pickle"], "rb"))
+    coco = COCO(built["refcoco_instances_json"])
+    assert {r["split"] for r in refs} == {"train", "val"}
+    for r in refs:
+        assert set(r) >= {"ref_id", "ann_id", "image_id", "split", "sentences", "category_id"}
+        ann = coco.loadAnns([r["ann_id"]])[0]
+        assert ann["image_id"] == r["image_id"] and ann["category_id"] == r["category_id"]
+        split = "train" if r["split"] == "train" else "val"
+        ids = _panoptic(built[split], r["image_id"])
+        mask = coco.annToMask(ann).astype(bool)
+        seg = np.unique(ids[mask])
+        assert len(seg) == 1 and ((ids == seg[0]) == mask).all()
+        name = coco.loadCats([r["category_id"]])[0]["name"]
+        for s in r["sentences"]:
+            assert (
+                set(s) >= {"sent", "tokens", "raw", "sent_id"} and s["tokens"] == s["sent"].split()
+            )
+            assert name in s["sent"]
+
+
+def test_entity_spans_match_phrases_and_segments(built):
+    for split in ("train", "val"):
+        data = json.load(open(built[f"entity_{split}_json"]))
+        assert len(data["annotations"]) == len(data["images"])
+        for ann in data["annotations"]:
+            ids = _panoptic(built[split], ann["image_id"])
+            raw = ann["sentence_raw"]
+            assert 2 <= len(ann["phrase"]) <= 6
+            for ph in ann["phrase"]:
+                assert ann["sentence"][ph["start_idx"] : ph["end_idx"]] == ph["phrase"]
+                start = ph["_start_idx"]
+                assert raw[start : start + len(ph["phrase"]) + 1] == ph["phrase"] + ">"
+                assert raw[:start].endswith(f"[{ph['annotation_id']}]<")
+                assert (ids == ph["annotation_id"]).any()
+
+
+def test_val_compositions_differ_from_train(built, tool):
+    # The layout caption names every thing's category, colour and place, and the ground.
+    captions = {}
+    for split in ("train", "val"):
+        data = json.load(open(built[split]["captions_json"]))
+        captions[split] = {a["caption"] for a in data["annotations"] if "below" in a["caption"]}
+    assert len(captions["train"]) == 6 and len(captions["val"]) == 4
+    assert not captions["train"] & captions["val"]
+    # The guard itself: the same draws with that layout already used give another layout.
+    sources = load_sources()
+    used = set()
+    compose_scene(np.random.default_rng(3), sources, used, 1)
+    again = set(used)
+    compose_scene(np.random.default_rng(3), sources, again, 1)
+    assert len(again) == 2
+
+
+def test_same_seed_identical_other_seed_differs(built, tool, tmp_path):
+    first = _hashes(built["base"])
+    again = tool.build_demo_dataset(str(tmp_path / "a"), seed=0, **_SIZES)
+    assert sorted(first) == again["files"]
+    assert _hashes(again["base"]) == first
+    # overwrite replaces the folder: a stale file of an earlier build does not survive
+    open(os.path.join(again["base"], "coco", "train2017", "stale.jpg"), "w").close()
+    tool.build_demo_dataset(str(tmp_path / "a"), seed=0, overwrite=True, **_SIZES)
+    assert _hashes(again["base"]) == first
+    other = _hashes(tool.build_demo_dataset(str(tmp_path / "b"), seed=1, **_SIZES)["base"])
+    assert set(other) == set(first)
+    changed = [k for k in first if other[k] != first[k]]
+    assert any(k.endswith(".jpg") for k in changed) and any(k.endswith(".json") for k in changed)
+
+
+def test_bad_arguments_and_existing_folder_are_named(tool, tmp_path, built):
+    with pytest.raises(ValueError, match="num_val"):
+        tool.build_demo_dataset(str(tmp_path), num_val=0)
+    root = os.path.dirname(built["base"])
+    with pytest.raises(FileExistsError, match="overwrite"):
+        tool.build_demo_dataset(root, seed=0, **_SIZES)
+    assert not os.path.exists(os.path.join(root, "find_demo.partial"))
