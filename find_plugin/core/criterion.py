@@ -29,10 +29,19 @@ and ``queries_interleave_entity`` (interleave); see :data:`ITEM_VARIABLES`.
 
 ``logit_scale``: scalar log-space temperature (passed explicitly).
 
+``rand_fn`` (optional): the source of every uniform draw of the matchers and the point-sampled mask
+losses (default :func:`torch.rand`, see :data:`~find_plugin.core.point_losses.RandFn`). The draws
+happen in the official order: layers final first then ``aux_outputs`` from the last to the first;
+per layer the default matcher (one [1, P, 2] draw per image), the mask losses (candidates then
+fill-up points), then spatial, grounding and interleave (matcher per image, then their losses).
+
 Output: dict of **already weighted** scalar losses (detectron2 convention: sum them for the total).
 Keys follow Mask2Former: ``loss_<name>`` for the final prediction and ``loss_<name>_<i>`` for
 ``aux_outputs[i]``, i.e. ``_0`` is the prediction on the initial queries and ``_{n-1}`` the layer
-before the final one (``<name>`` one of :data:`DEFAULT_WEIGHTS`).
+before the final one (``<name>`` one of :data:`DEFAULT_WEIGHTS`). The dict is ordered like the
+official one (final layer first, then the aux layers from the last to the first; within a layer
+labels, masks, spatials, groundings, retrievals, interleaves), so a Python ``sum`` over it adds in
+the official order.
 
 Re-implements (facts from the papers and code, no code copied):
 - FIND: Zou et al., "Interfacing Foundation Models' Embeddings", arXiv 2312.07532
@@ -49,7 +58,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .matcher import HungarianMatcher, MatchIndices
-from .point_losses import dice_loss, sample_mask_points, sigmoid_bce_loss
+from .point_losses import RandFn, dice_loss, sample_mask_points, sigmoid_bce_loss
 from .retrieval import fine_grained_loss, itc_loss
 from .similarity import grounding_logits, interleave_logits, spatial_logits
 
@@ -167,7 +176,12 @@ class FINDCriterion(nn.Module):
 
     # ------------------------------------------------------------------ top level
     def forward(
-        self, outputs: Mapping[str, object], targets: Sequence[dict], *, logit_scale: torch.Tensor
+        self,
+        outputs: Mapping[str, object],
+        targets: Sequence[dict],
+        *,
+        logit_scale: torch.Tensor,
+        rand_fn: Optional[RandFn] = None,
     ) -> Dict[str, torch.Tensor]:
         if not isinstance(targets, (list, tuple)):
             raise TypeError(f"targets must be a list of per-image dicts, got {type(targets)}")
@@ -180,11 +194,12 @@ class FINDCriterion(nn.Module):
         layers = [("", final)]
         if self.deep_supervision:
             aux = list(outputs.get("aux_outputs", []))
-            layers += [(f"_{i}", out) for i, out in enumerate(aux)]
+            # official order: the deepest aux layer first (draw order and dict order)
+            layers += [(f"_{i}", out) for i, out in reversed(list(enumerate(aux)))]
         result = {}
         for suffix, out in layers:
             for name, value in self.layer_losses(
-                out, targets, logit_scale, num_masks, rows
+                out, targets, logit_scale, num_masks, rows, rand_fn
             ).items():
                 result[f"loss_{name}{suffix}"] = value * self.weights[name]
         return result
@@ -218,26 +233,36 @@ class FINDCriterion(nn.Module):
         return rows
 
     def layer_losses(
-        self, outputs, targets, logit_scale, num_masks, rows
+        self, outputs, targets, logit_scale, num_masks, rows, rand_fn=None
     ) -> Dict[str, torch.Tensor]:
-        """Unweighted losses of one prediction layer; ``rows`` from :meth:`_item_rows`."""
+        """Unweighted losses of one prediction layer; ``rows`` from :meth:`_item_rows`.
+
+        Groups run in the official order (it fixes the order of the random draws).
+        """
         out = {}
         if "labels" in self.losses or "masks" in self.losses:
             indices = self.matcher.match_default(
-                _get(outputs, "pred_logits").detach(), _get(outputs, "pred_masks").detach(), targets
+                _get(outputs, "pred_logits").detach(),
+                _get(outputs, "pred_masks").detach(),
+                targets,
+                rand_fn,
             )
             if "labels" in self.losses:
                 out["mask_ce"] = self.loss_labels(outputs, targets, indices)
             if "masks" in self.losses:
-                out.update(self.loss_masks(outputs, targets, indices, num_masks))
-        if "groundings" in self.losses:
-            out.update(self.loss_groundings(outputs, targets, logit_scale, rows["groundings"]))
+                out.update(self.loss_masks(outputs, targets, indices, num_masks, rand_fn))
         if "spatials" in self.losses:
-            out.update(self.loss_spatials(outputs, targets, rows["spatials"]))
-        if "interleaves" in self.losses:
-            out.update(self.loss_interleaves(outputs, targets, logit_scale, rows["interleaves"]))
+            out.update(self.loss_spatials(outputs, targets, rows["spatials"], rand_fn))
+        if "groundings" in self.losses:
+            out.update(
+                self.loss_groundings(outputs, targets, logit_scale, rows["groundings"], rand_fn)
+            )
         if "retrievals" in self.losses:
             out["retrieval_decoder"] = self.loss_retrievals(outputs, targets, logit_scale)
+        if "interleaves" in self.losses:
+            out.update(
+                self.loss_interleaves(outputs, targets, logit_scale, rows["interleaves"], rand_fn)
+            )
         return out
 
     # ------------------------------------------------------------------ generic segmentation
@@ -256,27 +281,35 @@ class FINDCriterion(nn.Module):
         weight = self.empty_weight.to(logits)
         return F.cross_entropy(logits.transpose(1, 2), target_classes, weight)
 
-    def loss_masks(self, outputs, targets, indices, num_masks) -> Dict[str, torch.Tensor]:
+    def loss_masks(
+        self, outputs, targets, indices, num_masks, rand_fn=None
+    ) -> Dict[str, torch.Tensor]:
         pred = _get(outputs, "pred_masks")
         src = _gather_pred(pred, indices)
         tgt = _gather_tgt([_get(t, "masks", b) for b, t in enumerate(targets)], indices, pred)
-        return self._mask_terms("mask", pred, src, tgt, num_masks)
+        return self._mask_terms("mask", pred, src, tgt, num_masks, rand_fn)
 
     # ------------------------------------------------------------------ grounding
-    def loss_groundings(self, outputs, targets, logit_scale, rows) -> Dict[str, torch.Tensor]:
+    def loss_groundings(
+        self, outputs, targets, logit_scale, rows, rand_fn=None
+    ) -> Dict[str, torch.Tensor]:
         gmasks = _get(outputs, "pred_gmasks")
         gtexts = _get(outputs, "pred_gtexts")
         gquery = _get(outputs, "pred_grounding_query")
         tmasks = [_get(t, "grounding_masks", b) for b, t in enumerate(targets)]
+        if sum(len(m) for m in tmasks) == 0:
+            # nothing to ground in the batch: no matching (and no draws)
+            zero = _zero(gmasks, gtexts, gquery)
+            return {"grounding_bce": zero, "grounding_dice": zero, "grounding_ce": zero}
         logits = [
             grounding_logits(gtexts[b], gquery[b, rows[b]], logit_scale) for b in range(len(tmasks))
         ]
         indices = self.grounding_matcher.match_by_logits(
-            [lg.detach() for lg in logits], gmasks.detach(), tmasks
+            [lg.detach() for lg in logits], gmasks.detach(), tmasks, rand_fn
         )
         src = _gather_pred(gmasks, indices)
         tgt = _gather_tgt(tmasks, indices, gmasks)
-        out = self._mask_terms("grounding", gmasks, src, tgt, max(len(src), 1))
+        out = self._mask_terms("grounding", gmasks, src, tgt, max(len(src), 1), rand_fn)
         ce_terms = []
         for b, (lg, (si, ti)) in enumerate(zip(logits, indices)):
             if lg.shape[1] == 0:
@@ -304,18 +337,26 @@ class FINDCriterion(nn.Module):
         return out
 
     # ------------------------------------------------------------------ interactive
-    def loss_spatials(self, outputs, targets, rows) -> Dict[str, torch.Tensor]:
+    def loss_spatials(self, outputs, targets, rows, rand_fn=None) -> Dict[str, torch.Tensor]:
         smasks = _get(outputs, "pred_smasks")
         embs = _get(outputs, "pred_smaskembs")
         queries = _get(outputs, "pred_pspatials")
         tmasks = [_get(t, "spatial_masks", b) for b, t in enumerate(targets)]
         logits = [spatial_logits(embs[b], queries[b, rows[b]]) for b in range(len(tmasks))]
         return self._prompted_terms(
-            "spatial", self.spatial_matcher, smasks, logits, tmasks, zero_of=(embs, queries)
+            "spatial",
+            self.spatial_matcher,
+            smasks,
+            logits,
+            tmasks,
+            zero_of=(embs, queries),
+            rand_fn=rand_fn,
         )
 
     # ------------------------------------------------------------------ interleave
-    def loss_interleaves(self, outputs, targets, logit_scale, rows) -> Dict[str, torch.Tensor]:
+    def loss_interleaves(
+        self, outputs, targets, logit_scale, rows, rand_fn=None
+    ) -> Dict[str, torch.Tensor]:
         imasks = _get(outputs, "pred_imasks")
         im_emb, ent_pix = _get(outputs, "pred_imaskembs"), _get(outputs, "pred_entity_pixel")
         ic_emb, ent_cls = _get(outputs, "pred_interleave_objects"), _get(
@@ -335,6 +376,7 @@ class FINDCriterion(nn.Module):
             logits,
             tmasks,
             zero_of=(ent_pix, ent_cls),
+            rand_fn=rand_fn,
         )
         # Unlike the official code (which returns 0 for everything when no entity mask is
         # positive), the image<->sentence contrastive term does not depend on masks and is kept.
@@ -360,10 +402,15 @@ class FINDCriterion(nn.Module):
         return loss + self.fine_grained_weight * fine
 
     # ------------------------------------------------------------------ shared pieces
-    def _prompted_terms(self, prefix, matcher, pred_masks, logits, tmasks, zero_of):
+    def _prompted_terms(self, prefix, matcher, pred_masks, logits, tmasks, zero_of, rand_fn=None):
         """CE over proposals + mask losses for spatial / interleave (empty GT items skipped)."""
+        if not any(bool(m.any()) for m in tmasks):
+            # no positive GT pixel in the batch: every item would be skipped; no matching (and no
+            # draws), as in the official code
+            zero = _zero(pred_masks, *zero_of)
+            return {f"{prefix}_bce": zero, f"{prefix}_dice": zero, f"{prefix}_ce": zero}
         indices = matcher.match_by_logits(
-            [lg.detach() for lg in logits], pred_masks.detach(), tmasks
+            [lg.detach() for lg in logits], pred_masks.detach(), tmasks, rand_fn
         )
         ce_rows, ce_targets, src_list, tgt_list = [], [], [], []
         for b, (si, ti) in enumerate(indices):
@@ -379,15 +426,21 @@ class FINDCriterion(nn.Module):
         num = sum(len(s) for s in ce_targets)
         if num == 0:
             zero = _zero(pred_masks, *zero_of)
-            return {f"{prefix}_ce": zero, f"{prefix}_bce": zero, f"{prefix}_dice": zero}
-        ce = F.cross_entropy(torch.cat(ce_rows).float(), torch.cat(ce_targets))
+            return {f"{prefix}_bce": zero, f"{prefix}_dice": zero, f"{prefix}_ce": zero}
+        rows = torch.cat(ce_rows).float()
+        onehot = torch.zeros_like(rows)
+        onehot[torch.arange(len(rows), device=rows.device), torch.cat(ce_targets)] = 1.0
+        # soft-target form of the CE (same value as F.cross_entropy, and bitwise the official sum)
+        ce = torch.sum(-onehot * F.log_softmax(rows, dim=-1), dim=-1).mean()
         src = torch.cat(src_list)
         tgt = torch.cat(tgt_list)
-        out = self._mask_terms(prefix, pred_masks, src, tgt, num)
+        out = self._mask_terms(prefix, pred_masks, src, tgt, num, rand_fn)
         out[f"{prefix}_ce"] = ce
         return out
 
-    def _mask_terms(self, prefix, pred_all, src, tgt, num_masks) -> Dict[str, torch.Tensor]:
+    def _mask_terms(
+        self, prefix, pred_all, src, tgt, num_masks, rand_fn=None
+    ) -> Dict[str, torch.Tensor]:
         if src.shape[0] == 0:
             zero = _zero(pred_all)
             return {f"{prefix}_bce": zero, f"{prefix}_dice": zero}
@@ -397,6 +450,7 @@ class FINDCriterion(nn.Module):
             num_points=self.num_points,
             oversample_ratio=self.oversample_ratio,
             importance_sample_ratio=self.importance_sample_ratio,
+            rand_fn=rand_fn,
         )
         return {
             f"{prefix}_bce": sigmoid_bce_loss(logits, labels, num_masks),

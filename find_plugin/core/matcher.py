@@ -2,8 +2,9 @@
 
 Every matcher uses the same cost
 ``C = cost_class * C_class + cost_mask * C_bce + cost_dice * C_dice`` on [Q, N] for one image, where
-the mask costs are computed on ``num_points`` uniformly random points shared by every pair, and the
-class cost depends on the task:
+the mask costs are computed on ``num_points`` uniformly random points drawn per image (one
+[1, P, 2] draw per image, in batch order, as the official matcher) and shared by all pairs of that
+image, and the class cost depends on the task:
 
 * default (object proposals <-> panoptic GT): ``-softmax(pred_logits, classes)[:, gt_label]``;
 * grounding / spatial / interleave: ``-softmax(logits, dim=proposals)`` where ``logits`` [Q, N] are
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from .point_losses import grid_points, pairwise_bce_cost, pairwise_dice_cost, point_sample
+from .point_losses import RandFn, grid_points, pairwise_bce_cost, pairwise_dice_cost, point_sample
 
 __all__ = ["HungarianMatcher", "MatchIndices", "default_class_cost", "proposal_class_cost"]
 
@@ -82,43 +83,43 @@ class HungarianMatcher:
 
     @torch.no_grad()
     def mask_costs(
-        self, pred_masks: torch.Tensor, tgt_masks: Sequence[torch.Tensor]
+        self,
+        pred_masks: torch.Tensor,
+        tgt_masks: Sequence[torch.Tensor],
+        rand_fn: Optional[RandFn] = None,
     ) -> List[torch.Tensor]:
         """Weighted mask costs ``cost_mask * BCE + cost_dice * Dice`` per image.
 
-        All pairs of the batch are read at the same points (one draw per call), so the costs of the
-        whole batch take one matmul.
+        Each image draws its own ``num_points`` uniform points ([1, P, 2], in batch order, also
+        for an image without targets), shared by all its (proposal, target) pairs, as the
+        official matcher does.
 
         Args:
             pred_masks: [B, Q, h, w] mask logits.
             tgt_masks: per image [N_b, H_b, W_b] binary masks (any resolution).
+            rand_fn: source of the uniform draws (default :func:`torch.rand`), see
+                :data:`~find_plugin.core.point_losses.RandFn`.
         Returns:
             per image [Q, N_b].
         """
-        bsz, num_q = pred_masks.shape[:2]
+        rand_fn = torch.rand if rand_fn is None else rand_fn
+        num_q = pred_masks.shape[1]
         device = pred_masks.device
-        if self.num_points is None:
-            coords = grid_points(pred_masks.shape[-2], pred_masks.shape[-1], device=device)
-        else:
-            coords = torch.rand(self.num_points, 2, device=device)
-        src = pred_masks.float().flatten(0, 1).unsqueeze(1)  # [B*Q, 1, h, w]
-        src_pts = point_sample(src, coords.expand(src.shape[0], -1, -1))[:, 0]
-        src_pts = src_pts.view(bsz, num_q, -1)
-        counts = [int(t.shape[0]) for t in tgt_masks]
-        tgt_pts = []
-        for t in tgt_masks:
-            if t.shape[0]:
-                t = t.to(device=device, dtype=torch.float32).unsqueeze(1)
-                tgt_pts.append(point_sample(t, coords.expand(t.shape[0], -1, -1))[:, 0])
-        if not tgt_pts:
-            return [src_pts.new_zeros(num_q, 0) for _ in counts]
-        tgt_all = torch.cat(tgt_pts)  # [sum N_b, P]
-        cost = self.cost_mask * pairwise_bce_cost(src_pts, tgt_all)
-        cost = cost + self.cost_dice * pairwise_dice_cost(src_pts, tgt_all)  # [B, Q, sum N_b]
-        out, offset = [], 0
-        for b, n in enumerate(counts):
-            out.append(cost[b, :, offset : offset + n])
-            offset += n
+        out = []
+        for b, tgt in enumerate(tgt_masks):
+            if self.num_points is None:
+                coords = grid_points(pred_masks.shape[-2], pred_masks.shape[-1], device=device)
+            else:
+                coords = rand_fn((1, self.num_points, 2), device=device, dtype=torch.float32)[0]
+            if tgt.shape[0] == 0:
+                out.append(pred_masks.new_zeros(num_q, 0, dtype=torch.float32))
+                continue
+            src = pred_masks[b].float().unsqueeze(1)  # [Q, 1, h, w]
+            src_pts = point_sample(src, coords.expand(num_q, -1, -1))[:, 0]
+            t = tgt.to(device=device, dtype=torch.float32).unsqueeze(1)
+            tgt_pts = point_sample(t, coords.expand(t.shape[0], -1, -1))[:, 0]
+            cost = self.cost_mask * pairwise_bce_cost(src_pts, tgt_pts)
+            out.append(cost + self.cost_dice * pairwise_dice_cost(src_pts, tgt_pts))
         return out
 
     @torch.no_grad()
@@ -149,7 +150,11 @@ class HungarianMatcher:
 
     @torch.no_grad()
     def match_default(
-        self, pred_logits: torch.Tensor, pred_masks: torch.Tensor, targets: Sequence[dict]
+        self,
+        pred_logits: torch.Tensor,
+        pred_masks: torch.Tensor,
+        targets: Sequence[dict],
+        rand_fn: Optional[RandFn] = None,
     ) -> List[MatchIndices]:
         """Object proposals vs panoptic GT.
 
@@ -157,10 +162,11 @@ class HungarianMatcher:
             pred_logits: [B, Q, K+1] (background = last class).
             pred_masks: [B, Q, h, w].
             targets: per image ``{"labels": [N] int64 in [0, K), "masks": [N, H, W]}``.
+            rand_fn: source of the point draws, see :meth:`mask_costs`.
         """
         _check_batch(pred_masks, targets)
         tgt_masks = [_require(t, "masks", b) for b, t in enumerate(targets)]
-        mask_costs = self.mask_costs(pred_masks, tgt_masks)
+        mask_costs = self.mask_costs(pred_masks, tgt_masks, rand_fn)
         out = []
         for b, tgt in enumerate(targets):
             labels = torch.as_tensor(_require(tgt, "labels", b), device=pred_logits.device).long()
@@ -178,6 +184,7 @@ class HungarianMatcher:
         logits: Sequence[torch.Tensor],
         pred_masks: torch.Tensor,
         tgt_masks: Sequence[torch.Tensor],
+        rand_fn: Optional[RandFn] = None,
     ) -> List[MatchIndices]:
         """Grounding / spatial / interleave: class cost = ``-softmax over proposals`` of the logits.
 
@@ -185,6 +192,7 @@ class HungarianMatcher:
             logits: per image [Q, N_b] task logits (column j = GT item j).
             pred_masks: [B, Q, h, w].
             tgt_masks: per image [N_b, H, W].
+            rand_fn: source of the point draws, see :meth:`mask_costs`.
         """
         if len(logits) != pred_masks.shape[0] or len(tgt_masks) != pred_masks.shape[0]:
             raise ValueError(
@@ -197,7 +205,7 @@ class HungarianMatcher:
                     f"image {b}: cannot match {tm.shape[0]} targets to only "
                     f"{pred_masks.shape[1]} proposals"
                 )
-        mask_costs = self.mask_costs(pred_masks, tgt_masks)
+        mask_costs = self.mask_costs(pred_masks, tgt_masks, rand_fn)
         return [
             self.assign(proposal_class_cost(lg.float()), mc) for lg, mc in zip(logits, mask_costs)
         ]

@@ -19,7 +19,14 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+#: A source of uniform [0, 1) draws, called as ``rand_fn(shape, device=..., dtype=...)``
+#: (the signature of :func:`torch.rand`). Every random number of the matchers and the point-sampled
+#: losses comes from one; pass e.g. ``lambda shape, **kw: torch.rand(shape, generator=g, **kw)``
+#: to seed them, or a function replaying recorded draws.
+RandFn = Callable[..., torch.Tensor]
+
 __all__ = [
+    "RandFn",
     "point_sample",
     "grid_points",
     "uncertainty",
@@ -67,6 +74,7 @@ def uncertain_point_coords(
     oversample_ratio: float,
     importance_sample_ratio: float,
     uncertainty_fn: Callable[[torch.Tensor], torch.Tensor] = uncertainty,
+    rand_fn: Optional[RandFn] = None,
 ) -> torch.Tensor:
     """Importance sampling of PointRend / Mask2Former.
 
@@ -76,6 +84,9 @@ def uncertain_point_coords(
 
     Args:
         logits: [R, 1, h, w] mask logits.
+        rand_fn: source of the uniform draws (default :func:`torch.rand`); called twice, for the
+            [R, num_points * oversample_ratio, 2] candidates then the [R, num_points - kept, 2]
+            fill-up points (the official order).
     Returns:
         [R, num_points, 2] normalised (x, y) coordinates.
     """
@@ -84,16 +95,17 @@ def uncertain_point_coords(
             "oversample_ratio must be >= 1 and importance_sample_ratio in [0, 1], got "
             f"{oversample_ratio}, {importance_sample_ratio}"
         )
+    rand_fn = torch.rand if rand_fn is None else rand_fn
     num_masks = logits.shape[0]
     num_sampled = int(num_points * oversample_ratio)
-    coords = torch.rand(num_masks, num_sampled, 2, device=logits.device, dtype=logits.dtype)
+    coords = rand_fn((num_masks, num_sampled, 2), device=logits.device, dtype=logits.dtype)
     point_unc = uncertainty_fn(point_sample(logits, coords))[:, 0]  # [R, num_sampled]
     num_uncertain = int(importance_sample_ratio * num_points)
     num_random = num_points - num_uncertain
     idx = torch.topk(point_unc, k=num_uncertain, dim=1).indices  # [R, num_uncertain]
     picked = torch.gather(coords, 1, idx.unsqueeze(-1).expand(-1, -1, 2))
     if num_random > 0:
-        extra = torch.rand(num_masks, num_random, 2, device=logits.device, dtype=logits.dtype)
+        extra = rand_fn((num_masks, num_random, 2), device=logits.device, dtype=logits.dtype)
         picked = torch.cat([picked, extra], dim=1)
     return picked
 
@@ -105,6 +117,7 @@ def sample_mask_points(
     num_points: Optional[int],
     oversample_ratio: float,
     importance_sample_ratio: float,
+    rand_fn: Optional[RandFn] = None,
 ):
     """Read matched predictions and targets at the same points for the mask losses.
 
@@ -113,6 +126,7 @@ def sample_mask_points(
         tgt_masks: [R, H, W] binary targets (any dtype).
         num_points: number of importance-sampled points; ``None`` = every pixel centre of the
             prediction grid (deterministic, used by small tests).
+        rand_fn: source of the uniform draws, see :func:`uncertain_point_coords`.
     Returns:
         (point_logits [R, P], point_labels [R, P]).
     """
@@ -128,6 +142,7 @@ def sample_mask_points(
                 num_points=num_points,
                 oversample_ratio=oversample_ratio,
                 importance_sample_ratio=importance_sample_ratio,
+                rand_fn=rand_fn,
             )
         labels = point_sample(tgt, coords)[:, 0]
     logits = point_sample(src, coords)[:, 0]
