@@ -7,14 +7,11 @@ import uuid
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-pytest.importorskip("detectron2")
-
 from detectron2.config import CfgNode as CN  # noqa: E402
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.data import DatasetCatalog, build_detection_train_loader  # noqa: E402
 from detectron2.data import transforms as T  # noqa: E402
+from PIL import Image
 
 from find_plugin.d2 import datasets as ds  # noqa: E402
 from find_plugin.d2 import mappers as mp  # noqa: E402

@@ -13,12 +13,9 @@ import uuid
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-pytest.importorskip("detectron2")
-
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+from PIL import Image
 from pycocotools import mask as mask_utils  # noqa: E402
 
 from find_plugin.d2 import datasets as ds  # noqa: E402

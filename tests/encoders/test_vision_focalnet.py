@@ -159,7 +159,6 @@ def test_unknown_preset_and_style_errors():
 def test_d2_config_builds_the_same_focalnet_variant(variant):
     """detectron2 reads the FocalNet variant through the one key table: same keys and shapes
     as build_focalnet, which reads the same presets."""
-    pytest.importorskip("detectron2")
     from detectron2.config import get_cfg
     from detectron2.layers import ShapeSpec
     from detectron2.modeling import build_backbone
