@@ -32,12 +32,6 @@ official_targets_to_ours = _official.official_targets_to_ours
 our_key = _official.our_key
 recording_matcher = _official.recording_matcher
 
-FIXTURE = os.path.join(
-    os.environ.get("FIND_SHARED_DIR", "/work/shared"), "fixtures", "official_find", "losses_small"
-)
-pytestmark = pytest.mark.skipif(
-    not os.path.isdir(FIXTURE), reason="losses_small fixture not available"
-)
 
 NUM_AUX = 3
 #: logit terms whose logits we compute with other (mathematically equal) matmul shapes / orders:
@@ -48,12 +42,15 @@ MODES = ("default", "spatial", "grounding", "interleave")
 
 
 @pytest.fixture(scope="module")
-def fixture():
+def fixture(official_fixtures_dir):
+    # ../shared/fixtures/official_find/losses_small (the session fixture fails if it is absent)
+    folder = os.path.join(official_fixtures_dir, "losses_small")
+
     def load(name):
-        return torch.load(os.path.join(FIXTURE, name), weights_only=True)
+        return torch.load(os.path.join(folder, name), weights_only=True)
 
     def load_json(name):
-        with open(os.path.join(FIXTURE, name)) as f:
+        with open(os.path.join(folder, name)) as f:
             return json.load(f)
 
     return {
