@@ -11,12 +11,12 @@ import uuid
 
 import numpy as np
 import pytest
-from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
-from detectron2.data.datasets import load_coco_json, load_sem_seg  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json, load_sem_seg
 from PIL import Image
-from pycocotools.coco import COCO  # noqa: E402
+from pycocotools.coco import COCO
 
-from find_plugin.d2 import datasets as ds  # noqa: E402
+from find_plugin.d2 import datasets as ds
 
 
 def _load_tiny():

@@ -7,15 +7,15 @@ import uuid
 import numpy as np
 import pytest
 import torch
-from detectron2.config import CfgNode as CN  # noqa: E402
-from detectron2.config import get_cfg  # noqa: E402
-from detectron2.data import DatasetCatalog, build_detection_train_loader  # noqa: E402
-from detectron2.data import transforms as T  # noqa: E402
+from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, build_detection_train_loader
+from detectron2.data import transforms as T
 from PIL import Image
 
-from find_plugin.d2 import datasets as ds  # noqa: E402
-from find_plugin.d2 import mappers as mp  # noqa: E402
-from find_plugin.tasks import build_task, collate_samples  # noqa: E402
+from find_plugin.d2 import datasets as ds
+from find_plugin.d2 import mappers as mp
+from find_plugin.tasks import build_task, collate_samples
 
 
 def _load(name, path):

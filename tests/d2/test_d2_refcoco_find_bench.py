@@ -13,14 +13,14 @@ import uuid
 import numpy as np
 import pytest
 import torch
-from detectron2.config import get_cfg  # noqa: E402
-from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
-from pycocotools import mask as mask_utils  # noqa: E402
+from pycocotools import mask as mask_utils
 
-from find_plugin.d2 import datasets as ds  # noqa: E402
-from find_plugin.d2 import mappers as mp  # noqa: E402
-from find_plugin.tasks import build_task  # noqa: E402
+from find_plugin.d2 import datasets as ds
+from find_plugin.d2 import mappers as mp
+from find_plugin.tasks import build_task
 
 
 def _load(name, path):
