@@ -293,6 +293,13 @@ class FIND(FINDModel):
     # ------------------------------------------------------------------ inference
     def inference(self, batched_inputs, images, feats, mask_features) -> List[Dict]:
         names = sorted({n for x in batched_inputs for n in x.get("find_samples", {})})
+        missing = [n for n in names if n not in self.tasks]
+        if missing:
+            raise KeyError(
+                f"the inputs hold samples of tasks {missing} that this model could not build "
+                f"(model tasks: {sorted(self.tasks)}; e.g. 'generic' needs class names in the "
+                "training dataset's metadata)"
+            )
         tasks = [self.tasks[n] for n in names]
         batch, inputs = self._collate(tasks, batched_inputs, images, training=False)
         bank = None

@@ -204,3 +204,10 @@ def test_model_and_mappers_share_one_text_encoder():
     assert first is second  # loaded once per process (a LLaMA-7B is not loaded twice)
     cfg.MODEL.FIND.LANGUAGE.MAX_LENGTH = 16
     assert build_find_text_encoder(cfg) is not first
+
+
+def test_samples_of_an_unbuilt_task_name_it(tiny_model):
+    model = tiny_model.eval()
+    x = {"image": torch.zeros(3, H, W, dtype=torch.uint8), "find_samples": {"toy_missing": {}}}
+    with pytest.raises(KeyError, match="tasks \\['toy_missing'\\]"):
+        model([x])
