@@ -34,14 +34,13 @@ import os
 import pickle
 import shutil
 import sys
-from typing import Dict
 
 import numpy as np
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from find_plugin.d2.datasets import coco_panoptic_paths, panoptic_metadata  # noqa: E402
+from find_plugin.d2.datasets import demo_paths, panoptic_metadata  # noqa: E402
 from find_plugin.d2.datasets.demo_scenes import (  # noqa: E402
     DEMO_CATEGORIES,
     DEMO_SOURCES,
@@ -61,27 +60,7 @@ from find_plugin.d2.datasets.writers import (  # noqa: E402
     write_json,
 )
 
-__all__ = ["DEMO_CATEGORIES", "build_demo_dataset", "demo_paths"]
-
-
-def demo_paths(root: str, folder: str = "find_demo") -> Dict[str, object]:
-    """Paths of the demo dataset under ``root`` (the folder that holds ``find_demo/``): ``base``,
-    ``train`` and ``val`` (the keyword arguments of ``register_find_coco_panoptic``),
-    ``karpathy_json``, ``karpathy_image_root``, ``entity_{train,val}_json``, ``refs_pickle``,
-    ``refcoco_instances_json``."""
-    base = os.path.join(str(root), folder)
-    ann = os.path.join(base, "coco", "annotations")
-    return {
-        "base": base,
-        "train": coco_panoptic_paths(base, "train2017"),
-        "val": coco_panoptic_paths(base, "val2017"),
-        "karpathy_json": os.path.join(ann, "dataset_coco.json"),
-        "karpathy_image_root": os.path.join(base, "coco"),
-        "entity_train_json": os.path.join(ann, "find_entity_train2017.json"),
-        "entity_val_json": os.path.join(ann, "find_entity_val2017.json"),
-        "refs_pickle": os.path.join(base, "refcoco", "refs(unc).p"),
-        "refcoco_instances_json": os.path.join(base, "refcoco", "instances.json"),
-    }
+__all__ = ["DEMO_CATEGORIES", "build_demo_dataset", "demo_paths"]  # demo_paths: re-export
 
 
 def _ref_entry(ref_id: int, ann: dict, split: str, file_name: str, sentences) -> dict:

@@ -40,6 +40,11 @@ class InterleaveRetrievalTask(FINDTask):
             feats = feats * len(sentences)  # official: the first sentence stands for all
         return {"image_size": record_size(record), "sentences": feats}
 
+    def pack_inputs(self, samples, *, project, padded_size) -> dict:
+        # Nothing joins the image pass: the image side is the pass's ``pred_retrievals`` and the
+        # sentences are encoded text-only (encode_sentences), so the task runs beside any other.
+        return {}
+
     @staticmethod
     def encode_sentences(interface, sentences) -> torch.Tensor:
         """[N, dim_proj] query embeddings (legend query, text-only, on zero features)."""

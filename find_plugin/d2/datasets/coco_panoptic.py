@@ -25,11 +25,9 @@ per image) an image without a caption is an error naming the captions file and t
 False it gets ``captions: []``. ``captions_json=None`` joins no captions.
 """
 
-import functools
 import os
 from typing import Mapping, Optional, Sequence
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from detectron2.data.datasets.coco_panoptic import load_coco_panoptic_json
 
@@ -53,13 +51,6 @@ PREDEFINED_FIND_COCO_PANOPTIC = {
     "find_coco_2017_train_panoptic_caption": ("train2017", True),
     "find_coco_2017_val_panoptic_with_sem_seg": ("val2017", False),
 }
-
-_METADATA_KEYS = (
-    "thing_classes",
-    "stuff_classes",
-    "thing_dataset_id_to_contiguous_id",
-    "stuff_dataset_id_to_contiguous_id",
-)
 
 
 def coco_panoptic_metadata() -> dict:
@@ -205,41 +196,24 @@ def register_find_coco_panoptic(
     (instances json, for ``COCOEvaluator``), ``sem_seg_root``, ``captions_json``,
     ``evaluator_type="coco_panoptic_seg"``, ``ignore_label=255``, ``label_divisor=1000``) and
     FIND's ``find_train_tasks``, ``find_eval_tasks`` and ``find_eval_mapper`` (name of the
-    evaluation mapper in the FIND mapper registry)."""
-    missing = [k for k in _METADATA_KEYS if k not in metadata]
-    if missing:
-        raise KeyError(
-            f"register_find_coco_panoptic({name!r}): metadata lacks {missing} "
-            "(build it with find_plugin.d2.datasets.panoptic_metadata(categories))"
-        )
-    DatasetCatalog.register(
+    evaluation mapper in the FIND mapper registry). It is
+    :func:`~.find_dataset.register_find_dataset` without refs or entity sentences."""
+    from .find_dataset import register_find_dataset  # it builds on this module's loader
+
+    register_find_dataset(
         name,
-        functools.partial(
-            load_find_coco_panoptic,
-            name,
-            dict(metadata),
-            image_root,
-            panoptic_root,
-            panoptic_json,
-            sem_seg_root,
-            captions_json,
-            require_captions,
-        ),
-    )
-    MetadataCatalog.get(name).set(
+        metadata,
+        training=True,
         image_root=image_root,
         panoptic_root=panoptic_root,
         panoptic_json=panoptic_json,
         sem_seg_root=sem_seg_root,
-        json_file=instances_json,
+        instances_json=instances_json,
         captions_json=captions_json,
-        evaluator_type="coco_panoptic_seg",
-        ignore_label=255,
-        label_divisor=1000,
-        find_train_tasks=tuple(find_train_tasks),
-        find_eval_tasks=tuple(find_eval_tasks),
+        require_captions=require_captions,
+        find_train_tasks=find_train_tasks,
+        find_eval_tasks=find_eval_tasks,
         find_eval_mapper=find_eval_mapper,
-        **metadata,
     )
 
 

@@ -38,6 +38,7 @@ from .safe_pickle import load_plain_pickle
 __all__ = [
     "PREDEFINED_FIND_REFCOCO",
     "refcoco_paths",
+    "load_grounding_info",
     "load_find_refcoco",
     "register_find_refcoco",
     "register_all_find_refcoco",
@@ -94,12 +95,11 @@ def _resolve_images(name, image_root, images, instances_json):
     return out
 
 
-def load_find_refcoco(
-    name: str, refs_file: str, instances_json: str, image_root: str, split: str
-) -> list:
-    """Dataset dicts of ``split`` (see the module docstring). Errors name the file and the entry:
-    a ref of the split whose ``ann_id`` or ``image_id`` is not in ``instances_json``, a ref
-    without sentences, an unsafe or corrupt pickle, a missing image."""
+def load_grounding_info(name: str, refs_file: str, instances_json: str, split: str):
+    """``(per_image, images)``: ``image_id -> [grounding_info entries]`` of the refs of ``split``
+    (in order of first appearance) and ``image_id -> instances.json image entry``. Errors name the
+    file and the entry: a ref whose ``ann_id`` or ``image_id`` is not in ``instances_json``, a
+    ref without sentences, an unsafe or corrupt pickle, a split without refs."""
     require_file(refs_file, dataset_name=name, what="RefCOCO refs pickle")
     refs = load_plain_pickle(refs_file)
     if not isinstance(refs, list):
@@ -148,6 +148,15 @@ def load_find_refcoco(
         )
     if not per_image:
         raise ValueError(f"dataset {name!r}: {refs_file} has no ref of split {split!r}")
+    return per_image, images
+
+
+def load_find_refcoco(
+    name: str, refs_file: str, instances_json: str, image_root: str, split: str
+) -> list:
+    """Dataset dicts of ``split`` (see the module docstring); errors as
+    :func:`load_grounding_info`, plus a missing image."""
+    per_image, images = load_grounding_info(name, refs_file, instances_json, split)
     paths = _resolve_images(name, image_root, {i: images[i] for i in per_image}, instances_json)
     return [
         {
