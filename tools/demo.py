@@ -387,7 +387,12 @@ class FINDDemo:
                 )
                 for proto in inputs.values():
                     proto["prompt_maps"] = levels.maps
-            out = model.interface([f[:1] for f in feats], mask_features[:1], inputs)
+            # seeded: more prompt pixels than MAX_SPATIAL_POINTS are subsampled (same output
+            # for the same prompt on every run)
+            generator = torch.Generator().manual_seed(self.seed)
+            out = model.interface(
+                [f[:1] for f in feats], mask_features[:1], inputs, generator=generator
+            )
         sizes = dict(
             padded_size=padded,
             image_size=tuple(images.image_sizes[0]),
@@ -511,6 +516,8 @@ def run(args, demo: FINDDemo, kind: Optional[str] = None) -> List[str]:
         return [_run_retrieval(args, demo)]
     paths = input_images(args)
     written = []
+    if args.confidence_threshold is not None:  # also for a FINDDemo built from another cfg
+        demo.model.test["object_mask_threshold"] = float(args.confidence_threshold)
     if kind == "classes":
         names = [c.strip() for c in args.classes.split(",")]
         stuff = [c.strip() for c in args.stuff_classes.split(",") if c.strip()]
