@@ -110,7 +110,7 @@ def parse_interleave_prompt(text: str) -> Tuple[str, List[dict]]:
         cursor = m.end()
     out.append(text[cursor:])
     sentence = "".join(out)
-    if "<" in text[cursor:] or ">" in text[cursor:] or any("<" in x or ">" in x for x in out):
+    if any(c in piece for piece in out for c in "<>"):  # brackets left outside every match
         raise ValueError(f"interleave prompt {text!r}: unmatched '<' or '>'")
     if not phrases:
         raise ValueError(
