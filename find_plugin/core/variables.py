@@ -30,7 +30,10 @@ Built-in kinds (input keys, conventions of :mod:`find_plugin.core.conventions`):
   negative value = no entity) and ``entity_is_visual`` [B, E] bool; tokens of visual entities get
   the image query's content (and positional embedding) added (official).
 * ``visual_prompts``: ``points`` (pre-sampled, see :mod:`find_plugin.core.sampler`) or
-  ``pos_masks`` / ``neg_masks`` (list over images of [n_b, H, W] bool prompt masks).
+  ``pos_masks`` / ``neg_masks`` (list over images of [n_b, H, W] bool prompt masks); optional
+  ``prompt_maps`` (per level [B, C, h_l, w_l], the ``FeatureLevels.maps`` of the images the
+  prompts are drawn on, batch-padded like the image): the points are sampled there instead of
+  in the image's own features, a visual reference on another image (official demo / ``refint``).
 
 Re-implements (facts from the papers and code, no code copied):
 - FIND: Zou et al., "Interfacing Foundation Models' Embeddings", arXiv 2312.07532
@@ -353,7 +356,7 @@ def _visual_prompts(interface, spec, inputs, ctx) -> VariableRows:
         )
     else:
         raise ValueError(f"{spec.name}: give 'points' or 'pos_masks' (and 'neg_masks')")
-    lv = interface.sampler(ctx.level_features, points)
+    lv = interface.sampler(_prompt_maps(spec, inputs, ctx), points)
     p = max(x["tokens"].shape[1] for x in lv)
     for x in lv:  # the same length on every level
         extra = p - x["tokens"].shape[1]
@@ -368,6 +371,24 @@ def _visual_prompts(interface, spec, inputs, ctx) -> VariableRows:
         index=lv[0]["index"],
         levels=[x["tokens"] for x in lv],
     )
+
+
+def _prompt_maps(spec, inputs, ctx) -> Sequence[torch.Tensor]:
+    """The maps the prompt points are sampled in: ``inputs["prompt_maps"]`` when given (same
+    levels, batch size and channels as the image's own maps), else the image's own."""
+    maps = inputs.get("prompt_maps")
+    if maps is None:
+        return ctx.level_features
+    own = ctx.level_features
+    if len(maps) != len(own) or any(
+        m.dim() != 4 or m.shape[:2] != o.shape[:2] for m, o in zip(maps, own)
+    ):
+        raise ValueError(
+            f"{spec.name}: 'prompt_maps' must be {len(own)} levels of [B, C, h, w] = "
+            f"{[tuple(o.shape[:2]) for o in own]} + (h, w), got "
+            f"{[tuple(m.shape) for m in maps]}"
+        )
+    return [m.to(o.device, o.dtype) for m, o in zip(maps, own)]
 
 
 for _name, _builder in (

@@ -15,6 +15,9 @@ Record (one image, produced by an adapter's mapper; every key optional, tasks re
 * ``entities``: list of interleave sentences ``{"sentence": str, "phrases": [{"start", "end",
   "mask" [h, w] bool, optional "prompt" [h, w] bool, optional "visual" bool}]}`` (FIND-Bench;
   ``start``/``end`` are character offsets into ``sentence``).
+* ``prompts``: list of ``{"pos": [h, w] bool, optional "neg": [h, w] bool}``, one per object:
+  given visual prompts (clicks, scribbles) that replace the simulated first click of the
+  interactive task in evaluation (a demo; no ground truth needed).
 
 A **sample** is what :meth:`FINDTask.sample` draws from a record for one pass (which captions,
 phrases, prompts, class ids), with the texts already encoded as :class:`TokenFeatures`. Batches of

@@ -12,7 +12,8 @@ pixel-space dot product with its query (``interactive_pick``).
 * evaluation: one prompt per instance, the first click of the click simulator (on an empty
   prediction: the interior point farthest from the boundary); further clicks come from
   :meth:`add_corrections` on the previous prediction (``max_clicks`` rounds, metric
-  :class:`~.metrics.InteractiveMetric`).
+  :class:`~.metrics.InteractiveMetric`); a record with ``prompts`` (clicks / scribbles given
+  by a user, :mod:`.base`) uses them instead of the simulated first click.
 """
 
 from typing import Dict, List, Sequence
@@ -62,6 +63,8 @@ class InteractiveTask(FINDTask):
 
     def sample(self, record, *, generator, encode_text, training) -> dict:
         size = record_size(record)
+        if not training and record.get("prompts"):
+            return self._given_prompts(record["prompts"], size)
         masks = record.get("masks")
         masks = torch.zeros(0, *size, dtype=torch.bool) if masks is None else masks.bool()
         masks = masks[masks.flatten(1).any(1)]  # an empty instance cannot be prompted
@@ -84,6 +87,33 @@ class InteractiveTask(FINDTask):
             "masks": masks,
             "pos": pos,
             "neg": torch.zeros_like(pos),
+            "prev_mask": None,
+        }
+
+    @staticmethod
+    def _given_prompts(prompts, size) -> dict:
+        """Evaluation sample of given prompts (record ``prompts``); no ground truth: ``masks``
+        are empty (nothing to score or correct against)."""
+        pos, neg = [], []
+        for k, p in enumerate(prompts):
+            pk = torch.as_tensor(p["pos"]).bool()
+            nk = torch.as_tensor(p["neg"]).bool() if p.get("neg") is not None else None
+            nk = torch.zeros_like(pk) if nk is None else nk
+            if tuple(pk.shape) != tuple(size) or tuple(nk.shape) != tuple(size):
+                raise ValueError(
+                    f"interactive: prompt {k} has masks of size {tuple(pk.shape)} / "
+                    f"{tuple(nk.shape)}, the image is {tuple(size)}"
+                )
+            if not pk.any():
+                raise ValueError(f"interactive: prompt {k} has no positive pixel")
+            pos.append(pk)
+            neg.append(nk)
+        pos, neg = torch.stack(pos), torch.stack(neg)
+        return {
+            "image_size": size,
+            "masks": torch.zeros_like(pos),
+            "pos": pos,
+            "neg": neg,
             "prev_mask": None,
         }
 

@@ -15,6 +15,7 @@ tokens, and tokens of a visual entity also read the sampled points of its prompt
   Interleave retrieval is its own task (:mod:`.interleave_retrieval`).
 """
 
+import re
 from typing import Dict, List, Sequence, Tuple
 
 import torch
@@ -35,7 +36,7 @@ from .base import (
 from .metrics import GroundingMetric
 from .prompts import TRAIN_PROMPT_KINDS, sample_prompt_kind, simulate_prompt
 
-__all__ = ["InterleaveTask", "interleave_sentence", "ITEM_VARIABLE"]
+__all__ = ["InterleaveTask", "interleave_sentence", "parse_interleave_prompt", "ITEM_VARIABLE"]
 
 ITEM_VARIABLE = "queries_interleave_entity"
 VISUAL_SLOT = "[INTERACTIVE]"
@@ -64,6 +65,59 @@ def interleave_sentence(
         cursor = end
     out.append(sentence[cursor:])
     return "".join(out), spans
+
+
+# "[k]": visual reference k (1-based); "<text>": a text entity
+_PROMPT_MARK = re.compile(r"\[(\d+)\]|<([^<>]*)>")
+
+
+def parse_interleave_prompt(text: str) -> Tuple[str, List[dict]]:
+    """A typed interleaved sentence -> (sentence, phrases) for a record's ``entities``.
+
+    ``[k]`` marks a visual phrase whose prompt is reference k (1-based; it stays in the sentence
+    and becomes ``[INTERACTIVE]`` in :func:`interleave_sentence`); ``<words>`` marks a text entity
+    (the brackets are removed). Other words are context, not entities. Returns the sentence and
+    one ``{"start", "end", "visual", "reference" (0-based index or None), "text"}`` per marked
+    phrase, in order. ``"a [1] next to <the grass>"`` -> ``"a [1] next to the grass"`` with a
+    visual phrase (reference 0) and a text phrase ``"the grass"``."""
+    if not text or not text.strip():
+        raise ValueError("interleave prompt is empty")
+    out, phrases, cursor = [], [], 0
+    for m in _PROMPT_MARK.finditer(text):
+        out.append(text[cursor : m.start()])
+        begin = sum(len(x) for x in out)
+        if m.group(1) is not None:
+            k = int(m.group(1))
+            if k < 1:
+                raise ValueError(
+                    f"interleave prompt {text!r}: references count from [1], got [{k}]"
+                )
+            piece, visual, ref = m.group(0), True, k - 1
+        else:
+            piece, visual, ref = m.group(2), False, None
+            if not piece.strip():
+                raise ValueError(f"interleave prompt {text!r}: empty text entity '<>'")
+        out.append(piece)
+        phrases.append(
+            {
+                "start": begin,
+                "end": begin + len(piece),
+                "visual": visual,
+                "reference": ref,
+                "text": piece,
+            }
+        )
+        cursor = m.end()
+    out.append(text[cursor:])
+    sentence = "".join(out)
+    if any(c in piece for piece in out for c in "<>"):  # brackets left outside every match
+        raise ValueError(f"interleave prompt {text!r}: unmatched '<' or '>'")
+    if not phrases:
+        raise ValueError(
+            f"interleave prompt {text!r} marks no entity: use [1] for a visual reference and "
+            "<words> for a text entity"
+        )
+    return sentence, phrases
 
 
 @register_task
