@@ -2,6 +2,8 @@
 # Build (or check) the find_plugin virtual environment from requirements/lock.txt.
 #
 #   bash tools/setup_env.sh            # build or verify; prints the venv path on the last line
+#   bash tools/setup_env.sh --detectron2-only   # the same without mmcv's ~13-minute compile
+#                                      (enough for the detectron2 path; a later full run adds it)
 #   FIND_PLUGIN_VENV=/some/dir bash tools/setup_env.sh   # use a venv at an explicit place
 #
 # The environment lives outside the clone (default: ${XDG_CACHE_HOME:-~/.cache}/find_plugin/venv-<hash>,
@@ -13,6 +15,14 @@
 #   4 mmcv 2.1.0 compiled with its ops     5 everything else in the lock
 #   6 find_plugin itself (editable)        7 smoke check of the compiled pieces
 set -euo pipefail
+
+D2_ONLY=0
+case "${1:-}" in
+    "") ;;
+    --detectron2-only) D2_ONLY=1 ;;
+    *) printf '[setup_env] ERROR: unknown argument %s (expected nothing or --detectron2-only)\n' "$1" >&2
+       exit 2 ;;
+esac
 
 STAGES_VERSION=1
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -134,7 +144,11 @@ run_stage 2-torch "torch, torchvision, numpy (~2.5 GB, CUDA wheels run on CPU)" 
     pipi torch torchvision numpy
 run_stage 3-detectron2 "detectron2 wheel, fvcore, iopath, opencv" \
     pipi sal-detectron2 fvcore iopath opencv-python opencv-python-headless
-run_stage 4-mmcv "mmcv 2.1.0 with compiled ops (first build ~13 min on 2 cores)" build_mmcv
+if [ "$D2_ONLY" = 1 ]; then
+    say "stage 4-mmcv: skipped (--detectron2-only; the MMDetection side and the tests add it)"
+else
+    run_stage 4-mmcv "mmcv 2.1.0 with compiled ops (first build ~13 min on 2 cores)" build_mmcv
+fi
 run_stage 5-rest "mmengine, mmdet, transformers, evaluation and test tools" rest_of_lock
 
 # --- 6. editable install of this clone (re-done whenever the clone moved) --------------------
@@ -150,10 +164,12 @@ else
 fi
 
 # --- 7. smoke check: the compiled pieces load together ---------------------------------------
-if ! (cd / && env -u PYTHONPATH HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 "$VPY" - >"$LOGDIR/7-check.log" 2>&1) <<'PY'; then
+if ! (cd / && env -u PYTHONPATH HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 FIND_D2_ONLY=$D2_ONLY "$VPY" - >"$LOGDIR/7-check.log" 2>&1) <<'PY'; then
+import os
 import detectron2._C  # noqa: F401  compiled detectron2 ops
-import mmcv.ops  # noqa: F401  compiled mmcv ops
-import mmdet.models  # noqa: F401
+if os.environ["FIND_D2_ONLY"] != "1":
+    import mmcv.ops  # noqa: F401  compiled mmcv ops
+    import mmdet.models  # noqa: F401
 import torch, transformers, find_plugin  # noqa: E401,F401
 print("torch", torch.__version__, "transformers", transformers.__version__)
 PY

@@ -56,6 +56,8 @@ class FIND(FINDModel):
         ``object_mask_threshold``, ``overlap_threshold``, ``top_k``, ``max_clicks``,
         ``interleave_official``, ``class_template``).
     seed: seed of the model-side random choices (correction rounds, prompt points, swaps).
+    backbone_cache_size: images whose frozen backbone features are cached by content (0 = off;
+        :meth:`~find_plugin.encoders.vision.vision_model.FINDVisionModel.enable_backbone_cache`).
     """
 
     @configurable
@@ -77,6 +79,7 @@ class FIND(FINDModel):
         size_divisibility: int = 32,
         test: Optional[Mapping] = None,
         seed: int = 0,
+        backbone_cache_size: int = 0,
     ):
         super().__init__(
             backbone=backbone,
@@ -88,6 +91,7 @@ class FIND(FINDModel):
         unknown = [t for t in train_tasks if t not in tasks]
         if unknown:
             raise KeyError(f"train_tasks {unknown} are not among the model's tasks {list(tasks)}")
+        self.enable_backbone_cache(backbone_cache_size)
         self.criterion = criterion
         self.tasks = dict(tasks)
         self.train_tasks = [self.tasks[t] for t in train_tasks]
@@ -162,6 +166,7 @@ class FIND(FINDModel):
                 "class_template": cfg.MODEL.FIND.TASKS.CLASS_EVAL_TEMPLATE,
             },
             "seed": cfg.SEED if cfg.SEED >= 0 else 0,
+            "backbone_cache_size": v.BACKBONE_CACHE_SIZE,
         }
 
     @property
@@ -238,7 +243,7 @@ class FIND(FINDModel):
             padded_size=tuple(images.tensor.shape[-2:]),
             training=training,
         )
-        return batch, _to_device(batch.inputs, self.device)
+        return batch, to_device(batch.inputs, self.device)
 
     # ------------------------------------------------------------------ training
     def losses(self, batched_inputs, images, feats, mask_features) -> Dict[str, torch.Tensor]:
@@ -257,14 +262,14 @@ class FIND(FINDModel):
                 project=self.interface.project_tokens,
                 padded_size=tuple(images.tensor.shape[-2:]),
             )
-            inputs["spatial"] = _to_device(packed, self.device)["spatial"]
+            inputs["spatial"] = to_device(packed, self.device)["spatial"]
         out = self.interface(
             feats, mask_features, inputs, class_bank=bank, generator=self._generator
         )
         if "class_bank" in out:
             # every process's refreshed rows are in it (all-gathered inside the interface)
             self.class_bank.store_(out["class_bank"])
-        targets = _to_device(batch.targets, self.device)
+        targets = to_device(batch.targets, self.device)
         losses = self.criterion(out, targets, logit_scale=self.interface.logit_scale)
         losses.update(task_losses(self.train_tasks, out, batch))
         return losses
@@ -394,7 +399,7 @@ class FIND(FINDModel):
             packed = task.pack_inputs(
                 [sample], project=self.interface.project_tokens, padded_size=sizes["padded_size"]
             )
-            o = self.interface(one, mask_features[b : b + 1], _to_device(packed, self.device))
+            o = self.interface(one, mask_features[b : b + 1], to_device(packed, self.device))
             return task.predict(o, 0, **sizes).cpu()
 
         if len(gt) == 0:
@@ -404,13 +409,13 @@ class FIND(FINDModel):
         )
 
 
-def _to_device(obj, device, key: str = ""):
+def to_device(obj, device, key: str = ""):
     if torch.is_tensor(obj):
         return obj if key in _CPU_KEYS else obj.to(device)
     if isinstance(obj, Mapping):
-        return {k: _to_device(v, device, k) for k, v in obj.items()}
+        return {k: to_device(v, device, k) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_device(v, device, key) for v in obj)
+        return type(obj)(to_device(v, device, key) for v in obj)
     return obj
 
 

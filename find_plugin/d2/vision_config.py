@@ -64,6 +64,9 @@ def add_find_vision_config(cfg: CN) -> CN:
     # ---- freezing (FIND trains neither the backbone nor the pixel decoder) ----
     v.FREEZE_BACKBONE = True  # requires_grad False + eval mode kept under .train()
     v.FREEZE_PIXEL_DECODER = True  # set False where no pretrained pixel decoder exists (Lite0)
+    # Frozen backbone features of up to this many images cached by content (0 = off); pays off
+    # only when the augmentation repeats pixels (no random scale), e.g. configs/find_demo.yaml
+    v.BACKBONE_CACHE_SIZE = 0
     # Official X-Decoder/SEEM/FIND file (backbone.* + sem_seg_head.pixel_decoder.*) or ours:
     v.WEIGHTS = ""  # "" = keep random/packaged init; path, URL or zoo name = strict load of both
 

@@ -16,6 +16,8 @@ Both panoptic names are one :func:`~.find_dataset.register_find_dataset` call ea
 import os
 from typing import Dict, Optional
 
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
 from .coco_panoptic import coco_panoptic_paths
 from .common import datasets_root, panoptic_metadata
 from .demo_scenes import DEMO_CATEGORIES
@@ -58,10 +60,19 @@ def demo_metadata() -> dict:
     return panoptic_metadata(DEMO_CATEGORIES)
 
 
-def register_find_demo(root: Optional[str] = None, prefix: str = "find_demo") -> None:
+def register_find_demo(
+    root: Optional[str] = None, prefix: str = "find_demo", *, overwrite: bool = False
+) -> None:
     """Register ``{prefix}_train``, ``{prefix}_val`` and ``{prefix}_karpathy_test`` for the demo
-    files under ``root`` (default ``$DETECTRON2_DATASETS``); reads no file."""
+    files under ``root`` (default ``$DETECTRON2_DATASETS``); reads no file. ``overwrite``
+    replaces names registered before (e.g. at import, under another root)."""
     p = demo_paths(datasets_root() if root is None else root)
+    names = [prefix + n[len("find_demo") :] for n in DEMO_SPLITS] + [f"{prefix}_karpathy_test"]
+    if overwrite:
+        for name in names:
+            if name in DatasetCatalog.list():
+                DatasetCatalog.remove(name)
+                MetadataCatalog.remove(name)
     for name, (split, refs_split, training) in DEMO_SPLITS.items():
         name = prefix + name[len("find_demo") :]
         key = "train" if training else "val"

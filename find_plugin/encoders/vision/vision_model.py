@@ -23,6 +23,7 @@ from typing import Dict
 import torch
 from torch import nn
 
+from .feature_cache import FeatureCache
 from .freezing import FrozenTrainMixin, freeze_, unfreeze_
 
 __all__ = ["FINDVisionModel"]
@@ -52,7 +53,15 @@ class FINDVisionModel(FrozenTrainMixin, nn.Module):
             )
         self.backbone = backbone
         self.pixel_decoder = pixel_decoder
+        self.backbone_cache = None
         self.set_trainable(backbone=train_backbone, pixel_decoder=train_pixel_decoder)
+
+    def enable_backbone_cache(self, max_items: int) -> "FINDVisionModel":
+        """Cache the frozen backbone's features of up to ``max_items`` images by content
+        (:class:`~.feature_cache.FeatureCache`); 0 switches the cache off. Used only while the
+        backbone is frozen."""
+        self.backbone_cache = FeatureCache(max_items) if max_items > 0 else None
+        return self
 
     def set_trainable(self, *, backbone: bool, pixel_decoder: bool) -> "FINDVisionModel":
         """Freeze (False) or unfreeze (True) each part; frozen parts are put in eval mode."""
@@ -68,7 +77,11 @@ class FINDVisionModel(FrozenTrainMixin, nn.Module):
         """``images`` ``[B, 3, H, W]`` (normalised, H, W multiples of 32) -> output dict above."""
         if images.dim() != 4:
             raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
-        features = self.backbone(images)
+        frozen = not any(p.requires_grad for p in self.backbone.parameters())
+        if self.backbone_cache is not None and frozen:
+            features = self.backbone_cache(self.backbone, images)
+        else:
+            features = self.backbone(images)
         mask, enc, multi_scale = self.pixel_decoder.forward_features(features)
         return {
             "features": features,
