@@ -29,6 +29,7 @@ never runs a model of its own.
 from typing import Optional, Sequence
 
 import numpy as np
+import torch
 from detectron2.config import configurable
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances
@@ -93,7 +94,16 @@ class _FINDMapper:
 
 
 def _add_language_entries(
-    record, d, transforms, original_size, ids, original_ids, *, training, generator
+    record,
+    d,
+    transforms,
+    original_size,
+    ids,
+    original_ids,
+    *,
+    training,
+    generator,
+    read_reference=None,
 ) -> dict:
     """Add ``groundings`` (from ``grounding_info``) and ``entities`` (from ``entity_info``, read
     in the transformed panoptic id map ``ids``) to ``record``; return the ``find_gt`` entries
@@ -111,7 +121,7 @@ def _add_language_entries(
                 f"dataset entry image {d.get('image_id')} ({d.get('file_name')}) has "
                 "entity_info but no 'pan_seg_file_name' (entities are panoptic segments)"
             )
-        record["entities"], interleave_gt = entity_entries(d, ids, original_ids)
+        record["entities"], interleave_gt = entity_entries(d, ids, original_ids, read_reference)
         if not training:
             gt["interleave_masks"] = interleave_gt
     return gt
@@ -245,6 +255,9 @@ class FINDEvalMapper(_FINDMapper):
                 rgb2id(pan) if pan is not None else None,
                 training=False,
                 generator=generator,
+                read_reference=(
+                    self._read_reference if "interleave_retrieval_visual" in self.task_names else None
+                ),
             )
         )
         out = self._output(d, image, original_size)
@@ -253,6 +266,28 @@ class FINDEvalMapper(_FINDMapper):
         )
         out["find_gt"] = gt
         return out
+
+
+    def _read_reference(self, ref) -> dict:
+        """A phrase's cross-image reference (dataset ``reference`` with ``file_name`` /
+        ``pan_seg_file_name``) -> ``{"image": uint8 [C, h, w] resized like a query image,
+        "mask": [h, w] bool (its segment), "image_id"}``. The model embeds the image."""
+        where = {
+            "image_id": ref["image_id"],
+            "file_name": ref["file_name"],
+            "pan_seg_file_name": ref["pan_seg_file_name"],
+            "segments_info": [{"id": ref["annotation_id"]}],  # checked to have pixels
+        }
+        image = read_image(where, self.image_format)
+        pan = read_panoptic(where, image.shape[:2])
+        # evaluation resizes are deterministic: this generator draws nothing
+        image, transforms = self._augment(image, mapper_generator(self.seed, ref["image_id"]))
+        ids = rgb2id(transforms.apply_segmentation(pan))
+        return {
+            "image": image_tensor(image),
+            "mask": torch.from_numpy(ids == ref["annotation_id"]),
+            "image_id": int(ref["image_id"]),
+        }
 
 
 @register_find_mapper("find_retrieval_eval")
