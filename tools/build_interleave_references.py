@@ -163,7 +163,12 @@ def _segment_table(model, panoptic, image_root, panoptic_root, cfg, progress=Tru
         masks = torch.from_numpy(np.stack([ids == int(s["id"]) for s in segments]))
         generator = mapper_generator(cfg.MODEL.FIND.TEST.SEED, image_id)
         emb, _ = reference_entities(
-            model.interface, feats, mask_feats, pad_masks(masks, padded), tokens, generator=generator
+            model.interface,
+            feats,
+            mask_feats,
+            pad_masks(masks, padded),
+            tokens,
+            generator=generator,
         )
         rows["embeddings"].append(emb.float().cpu())
         for s in segments:

@@ -3,11 +3,12 @@
 One module per task, each registered here by explicit import: ``generic`` (panoptic / instance /
 semantic + the class bank), ``grounding`` (referring), ``interactive``, ``retrieval``,
 ``interleave``, ``interleave_retrieval`` (text-only README protocol) and
-``interleave_retrieval_visual`` (cross-image visual references). Each turns records into interface inputs and criterion
-targets (:mod:`.base`), simulates its prompts (:mod:`.prompts`), picks its predictions and computes
-its metrics (:mod:`.metrics`). The detectron2 and MMDetection adapters only convert their formats
-around these. A new task is one module with a :class:`FINDTask` subclass decorated with
-:func:`register_task` (and, if it needs new embeddings, a core prototype and input kind).
+``interleave_retrieval_visual`` (cross-image visual references). Each turns records into interface
+inputs and criterion targets (:mod:`.base`), simulates its prompts (:mod:`.prompts`), picks its
+predictions and computes its metrics (:mod:`.metrics`). The detectron2 and MMDetection adapters only
+convert their formats around these. A new task is one module with a :class:`FINDTask` subclass
+decorated with :func:`register_task` (and, if it needs new embeddings, a core prototype and input
+kind).
 """
 
 from . import (  # noqa: F401 (registration)

@@ -236,12 +236,16 @@ class InterleaveVisualRetrievalTask(FINDTask):
         dev = interface.lang_proj.device
         prompt = [
             {
-                "tokens": torch.cat([p["tokens"] for p in lv]).to(dev)
-                if lv
-                else torch.zeros(0, interface.hidden_dim, device=dev),
-                "index": torch.cat([p["index"] for p in lv]).to(dev)
-                if lv
-                else torch.zeros(0, dtype=torch.long, device=dev),
+                "tokens": (
+                    torch.cat([p["tokens"] for p in lv]).to(dev)
+                    if lv
+                    else torch.zeros(0, interface.hidden_dim, device=dev)
+                ),
+                "index": (
+                    torch.cat([p["index"] for p in lv]).to(dev)
+                    if lv
+                    else torch.zeros(0, dtype=torch.long, device=dev)
+                ),
             }
             for lv in prompt_levels
         ]

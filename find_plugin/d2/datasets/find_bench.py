@@ -19,8 +19,8 @@ sentence, sentence_raw, phrase: [{annotation_id, phrase, start_idx, end_idx, ...
 span of ``sentence``. A phrase may carry a cross-image ``reference: {image_id, annotation_id,
 prob}`` (the ``interleave_*`` files of ``tools/build_interleave_references.py``): a segment of
 ANOTHER image of the same split, whose full mask is the phrase's visual prompt in interleave
-retrieval with visual references. ``sentence_raw`` (GPT-4 output) marks each phrase as ``[<segment id>]`` in
-front of its text.
+retrieval with visual references. ``sentence_raw`` (GPT-4 output) marks each phrase as
+``[<segment id>]`` in front of its text.
 
 Validation at load time (errors name the entity file, the annotation index and the phrase): the
 span lies inside the sentence (``0 <= start < end <= len``) and phrases do not overlap; the
@@ -31,9 +31,9 @@ Dataset dicts: those of :func:`~.coco_panoptic.load_find_coco_panoptic` plus ``e
 list of ``{"sentence", "phrases": [{"start", "end", "annotation_id", "phrase"}]}`` (phrases sorted
 by ``start``, the order of the interleave task and of ``find_gt["interleave_masks"]``); a
 phrase's ``reference`` is ``{"image_id", "annotation_id", "prob", "file_name",
-"pan_seg_file_name"}`` (checked: another image of the panoptic json, one of its segments). Evaluation
-splits keep only images with an entity sentence (the official gallery); training keeps every
-image (an image without a sentence gets the interleave task's dummy entity).
+"pan_seg_file_name"}`` (checked: another image of the panoptic json, one of its segments).
+Evaluation splits keep only images with an entity sentence (the official gallery); training
+keeps every image (an image without a sentence gets the interleave task's dummy entity).
 """
 
 import collections

@@ -2,9 +2,10 @@
 
 ``FIND_EVALUATOR_REGISTRY`` maps an evaluator name to ``builder(cfg, dataset_name, output_dir) ->
 DatasetEvaluator``. Registered: ``FINDGroundingEvaluator``, ``FINDInteractiveEvaluator``,
-``FINDRetrievalEvaluator``, ``FINDInterleaveRetrievalEvaluator`` (the names the task registry gives its tasks). A builder reads the
-dataset's ``find_eval_tasks`` to pick its modes (e.g. ``FINDGroundingEvaluator`` builds one
-evaluator for ``grounding`` and one for ``interleave`` when the dataset declares both).
+``FINDRetrievalEvaluator``, ``FINDInterleaveRetrievalEvaluator`` (the names the task registry gives
+its tasks). A builder reads the dataset's ``find_eval_tasks`` to pick its modes (e.g.
+``FINDGroundingEvaluator`` builds one evaluator for ``grounding`` and one for ``interleave`` when
+the dataset declares both).
 
 :func:`build_find_evaluator` is what the trainer calls: for each task of the dataset's
 ``MetadataCatalog`` entry ``find_eval_tasks`` it builds that task's evaluator; ``generic`` gives

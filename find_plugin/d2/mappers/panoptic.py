@@ -256,7 +256,9 @@ class FINDEvalMapper(_FINDMapper):
                 training=False,
                 generator=generator,
                 read_reference=(
-                    self._read_reference if "interleave_retrieval_visual" in self.task_names else None
+                    self._read_reference
+                    if "interleave_retrieval_visual" in self.task_names
+                    else None
                 ),
             )
         )
@@ -266,7 +268,6 @@ class FINDEvalMapper(_FINDMapper):
         )
         out["find_gt"] = gt
         return out
-
 
     def _read_reference(self, ref) -> dict:
         """A phrase's cross-image reference (dataset ``reference`` with ``file_name`` /
