@@ -19,6 +19,9 @@ the order of the interactive sample's prompts) and ``"captions"`` (retrieval tas
 ``grounding_info`` (RefCOCO) / ``entity_info`` (FIND-Bench) in the dataset dict, the record also
 gets ``groundings`` / ``entities`` and ``find_gt`` ``"grounding_masks"`` / ``"interleave_masks"``
 (:mod:`.language`). A dataset dict without a panoptic PNG (RefCOCO alone) trains groundings only.
+With the ``interleave_retrieval_visual`` task, the evaluation mapper also reads each cross-image
+``reference`` of the first entity sentence: the reference image (resized like a query image) and
+its segment mask go into the record; the model embeds them.
 
 Randomness: each call draws from ``mapper_generator(seed, image_id, call count)`` in training and
 ``mapper_generator(seed, image_id)`` in evaluation (the same numbers on every run). Language: the
