@@ -144,6 +144,9 @@ def test_cross_image_prompt_tokens_give_the_legend_of_a_pass_on_the_reference(mo
         other_feats, other_mf, {"interleave_retrieval": dict(common, prompt_tokens=moved)}
     )
     assert not torch.allclose(a, changed["pred_interleave_image"], atol=1e-4)
+    wrong = [[{"tokens": x["tokens"][:, :8], "index": x["index"]} for x in given[0]]]
+    with pytest.raises(ValueError, match=r"prompt_tokens\[0\]\[0\] must hold 'tokens' \[P, 32\]"):
+        model(other_feats, other_mf, {"interleave_retrieval": dict(common, prompt_tokens=wrong)})
 
 
 def test_reference_entities_rows_are_independent(model):
