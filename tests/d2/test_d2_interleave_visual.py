@@ -1,16 +1,19 @@
 """Interleave retrieval with visual references end to end on a tiny COCO in the real formats:
 ``tools/build_interleave_references.py`` with a tiny model -> the references file -> the
 registered dataset -> the evaluation mapper (reference image + mask) -> the model -> the
-evaluators; and the seed of evaluation (same seed: same numbers; another seed: another split)."""
+evaluators, by hand and through ``tools/train_net.py --eval-only``; and the seed of evaluation
+(same seed: same numbers; another seed: another split; the seed written with the results)."""
 
 import importlib.util
 import json
+import logging
 import os
 import pathlib
 
 import pytest
 import torch
 from detectron2.data import DatasetCatalog
+from detectron2.engine import default_argument_parser
 
 from find_plugin.d2 import datasets as ds
 from find_plugin.d2.evaluation import build_find_evaluator
@@ -33,7 +36,20 @@ tool = _load(
     "_build_interleave_references", HERE.parent.parent / "tools" / "build_interleave_references.py"
 )
 
+train_net = _load("_find_train_net_ivis", HERE.parent.parent / "tools" / "train_net.py")
+
 NUM_IMAGES = 10  # retrieval needs top-10
+
+
+@pytest.fixture(autouse=True)
+def _restore_loggers():
+    """tools/train_net.py's setup reconfigures process-wide loggers: put them back."""
+    names = ["", "detectron2", "fvcore", "find_plugin", "d2"]
+    saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).propagate) for n in names}
+    yield
+    for n, (handlers, propagate) in saved.items():
+        logging.getLogger(n).handlers[:] = handlers
+        logging.getLogger(n).propagate = propagate
 
 
 def _cfg(tmp):
@@ -211,9 +227,19 @@ def test_evaluation_reads_references_and_is_seeded(built, tiny_model, tmp_path):
     saved = model.test.get("seed")
     try:
         first = _evaluate(built, model, name, 1, tmp_path / "a")
-        again = _evaluate(built, model, name, 1, tmp_path / "b")
     finally:
         model.test["seed"] = saved
+    # the same protocol through tools/train_net.py --eval-only, with the seed on the command line
+    torch.save({"model": model.state_dict()}, tmp_path / "weights.pth")
+    cfg = built["cfg"].clone()
+    cfg.DATASETS.TEST, cfg.OUTPUT_DIR = (name,), str(tmp_path / "eval_only")
+    cfg.DATALOADER.NUM_WORKERS = 0
+    (tmp_path / "eval.yaml").write_text(cfg.dump())
+    args = default_argument_parser().parse_args(
+        ["--config-file", str(tmp_path / "eval.yaml"), "--eval-only"]
+        + ["MODEL.WEIGHTS", str(tmp_path / "weights.pth"), "MODEL.FIND.TEST.SEED", "1"]
+    )
+    again = train_net.main(args)
     assert set(first) == {"interleave", "interleave_retrieval_visual"}
     assert set(first["interleave_retrieval_visual"]) == {"ir1", "ir5", "ir10", "tr1", "tr5", "tr10"}
     assert first["interleave_retrieval_visual"]["ir10"] == 100.0  # 10 images: all in the top 10
@@ -221,5 +247,6 @@ def test_evaluation_reads_references_and_is_seeded(built, tiny_model, tmp_path):
     assert json.dumps(first, sort_keys=True) == json.dumps(again, sort_keys=True)
     # the seed is written with the results
     for task in first:
-        saved_json = json.load(open(tmp_path / "b" / f"find_{task}_metrics.json"))
+        out_dir = tmp_path / "eval_only" / "inference" / name
+        saved_json = json.load(open(out_dir / f"find_{task}_metrics.json"))
         assert saved_json["seed"] == 1 and saved_json[task] == again[task]
