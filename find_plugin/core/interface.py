@@ -27,9 +27,10 @@ Forward API (``FINDInterface.forward``)::
   - ``"interleave"`` / ``"interleave_retrieval"``: ``tokens``, ``token_padding``,
     ``token_entity`` [B, T] (entity id per token, any negative = none), ``entity_is_visual``
     [B, E] bool, ``pos_masks`` / ``neg_masks`` or ``points`` for the visual entities (prompt
-    index = entity id), optional ``query_index`` [B, E]. Both tasks share their legend and
-    visual-prompt variables: when both are requested, the first one's inputs feed them, and the
-    other may only repeat them (ValueError otherwise).
+    index = entity id) or ``prompt_tokens`` (tokens sampled on other images: cross-image visual
+    references, :mod:`find_plugin.core.variables`), optional ``query_index`` [B, E]. Both tasks
+    share their legend and visual-prompt variables: when both are requested, the first one's
+    inputs feed them, and the other may only repeat them (ValueError otherwise).
 
   Token embeddings are already projected to ``dim_proj`` (use :meth:`project_tokens`).
 * ``class_bank``: [K, dim_proj] class embeddings (last row = background); needed for

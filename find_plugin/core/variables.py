@@ -30,10 +30,13 @@ Built-in kinds (input keys, conventions of :mod:`find_plugin.core.conventions`):
   negative value = no entity) and ``entity_is_visual`` [B, E] bool; tokens of visual entities get
   the image query's content (and positional embedding) added (official).
 * ``visual_prompts``: ``points`` (pre-sampled, see :mod:`find_plugin.core.sampler`) or
-  ``pos_masks`` / ``neg_masks`` (list over images of [n_b, H, W] bool prompt masks); optional
-  ``prompt_maps`` (per level [B, C, h_l, w_l], the ``FeatureLevels.maps`` of the images the
-  prompts are drawn on, batch-padded like the image): the points are sampled there instead of
-  in the image's own features, a visual reference on another image (official demo / ``refint``).
+  ``pos_masks`` / ``neg_masks`` (list over images of [n_b, H, W] bool prompt masks). Visual
+  references on ANOTHER image, two ways: ``prompt_maps`` (per level [B, C, h_l, w_l], the
+  ``FeatureLevels.maps`` of the images the prompts are drawn on, batch-padded like the image: the
+  points are sampled there; the demo's one-reference case) or ``prompt_tokens`` (tokens already
+  sampled by ``interface.sampler`` from other images' features, a list over images of lists over
+  levels of ``{"tokens": [P, C], "index": [P] long}``: references from many images, interleave
+  retrieval; padded here).
 
 Re-implements (facts from the papers and code, no code copied):
 - FIND: Zou et al., "Interfacing Foundation Models' Embeddings", arXiv 2312.07532
@@ -343,7 +346,45 @@ def _legend_tokens(interface, spec, inputs, ctx) -> VariableRows:
     )
 
 
+def _given_prompt_tokens(interface, spec, per_image, ctx) -> List[Dict[str, torch.Tensor]]:
+    """Per-image, per-level precomputed prompt tokens -> per level padded {"tokens" [B, P, C],
+    "padding" [B, P], "index" [B, P]} (the sampler's output layout)."""
+    c, levels = interface.hidden_dim, interface.num_levels
+    if len(per_image) != ctx.batch_size or any(len(x) != levels for x in per_image):
+        raise ValueError(
+            f"{spec.name}: 'prompt_tokens' must list {ctx.batch_size} images, each with "
+            f"{levels} levels of {{'tokens': [P, {c}], 'index': [P]}}"
+        )
+    # one length on every level, as the sampler's output
+    p = max([lv["tokens"].shape[0] for x in per_image for lv in x] + [1])
+    out = []
+    for lvl in range(levels):
+        rows = [x[lvl] for x in per_image]
+        tokens = torch.zeros(ctx.batch_size, p, c, device=ctx.device)
+        index = torch.full((ctx.batch_size, p), NO_ITEM, dtype=torch.long, device=ctx.device)
+        for b, r in enumerate(rows):
+            n = r["tokens"].shape[0]
+            if r["tokens"].dim() != 2 or r["tokens"].shape[-1] != c or r["index"].shape != (n,):
+                raise ValueError(
+                    f"{spec.name}: prompt_tokens[{b}][{lvl}] must hold 'tokens' [P, {c}] and "
+                    f"'index' [P], got {tuple(r['tokens'].shape)} and {tuple(r['index'].shape)}"
+                )
+            tokens[b, :n] = r["tokens"].to(ctx.device, tokens.dtype)
+            index[b, :n] = r["index"].to(ctx.device).long()
+        out.append({"tokens": tokens, "padding": no_item(index), "index": index})
+    return out
+
+
 def _visual_prompts(interface, spec, inputs, ctx) -> VariableRows:
+    if "prompt_tokens" in inputs:
+        lv = _given_prompt_tokens(interface, spec, inputs["prompt_tokens"], ctx)
+        return VariableRows(
+            lv[0]["tokens"],
+            lv[0]["tokens"].detach(),
+            padding=torch.stack([x["padding"] for x in lv]).all(0),
+            index=lv[0]["index"],
+            levels=[x["tokens"] for x in lv],
+        )
     if "points" in inputs:
         points = inputs["points"]
     elif "pos_masks" in inputs:

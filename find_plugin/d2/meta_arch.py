@@ -18,7 +18,14 @@ Evaluation returns, per image, what the tasks present in its ``find_samples`` pr
 * ``interactive``: ``interactive_ious`` [N, max_clicks] (official click rounds against
   ``find_gt["interactive_masks"]``);
 * ``retrieval``: ``image_embedding`` [D] and ``caption_embeddings`` [n, D];
-* ``interleave_retrieval``: ``image_embedding`` and ``interleave_embeddings`` [n, D].
+* ``interleave_retrieval``: ``image_embedding`` and ``interleave_embeddings`` [n, D];
+* ``interleave_retrieval_visual``: ``image_embedding``, ``object_embeddings`` [Q, D] (object
+  proposals), ``interleave_query_embedding`` [D], ``interleave_entity_embeddings`` [E, D] and
+  ``interleave_entity_references`` [E] (the reference images of the visual entities go through
+  the vision model here, :meth:`extract_one`).
+
+Evaluation-time prompt points are drawn from a generator seeded by ``MODEL.FIND.TEST.SEED`` and
+the batch's image ids, so an evaluation is reproducible.
 """
 
 from typing import Dict, List, Mapping, Optional, Sequence
@@ -35,6 +42,7 @@ from ..core.criterion import FINDCriterion
 from ..model import FINDModel
 from ..tasks import FINDTask, collate_samples, task_losses
 from .config import build_find_criterion
+from .mappers.registry import mapper_generator
 from .task_registry import FIND_TASK_REGISTRY, build_find_task
 
 __all__ = ["FIND"]
@@ -164,6 +172,7 @@ class FIND(FINDModel):
                 "max_clicks": t.INTERACTIVE_MAX_CLICKS,
                 "interleave_official": t.INTERLEAVE_OFFICIAL_RESIZE,
                 "class_template": cfg.MODEL.FIND.TASKS.CLASS_EVAL_TEMPLATE,
+                "seed": t.SEED,
             },
             "seed": cfg.SEED if cfg.SEED >= 0 else 0,
             "backbone_cache_size": v.BACKBONE_CACHE_SIZE,
@@ -312,7 +321,10 @@ class FIND(FINDModel):
             if self._eval_bank is None:
                 self._eval_bank = self._build_bank()
             bank = self._eval_bank
-        out = self.interface(feats, mask_features, inputs, class_bank=bank)
+        # prompt points (visual entities, clicks) from the evaluation seed and the images
+        ids = "|".join(str(x.get("image_id")) for x in batched_inputs)
+        generator = mapper_generator(self.test.get("seed", 0), ids)
+        out = self.interface(feats, mask_features, inputs, class_bank=bank, generator=generator)
         padded = tuple(images.tensor.shape[-2:])
         results = []
         for b, x in enumerate(batched_inputs):
@@ -372,7 +384,26 @@ class FIND(FINDModel):
                 if sents
                 else out["pred_retrievals"][b, :0]
             )
+        elif name == "interleave_retrieval_visual":
+            q = task.query_embeddings(self.interface, sample, extract=self.extract_one)
+            embedding.update(
+                object_embeddings=out["pred_captions"][b],
+                interleave_query_embedding=q["query"],
+                interleave_entity_embeddings=q["entities"],
+                interleave_entity_references=q["entity_references"],
+            )
         return embedding
+
+    def extract_one(self, image: torch.Tensor):
+        """Vision features of one uint8 image [C, H, W] (``INPUT.FORMAT``): ``(multi-scale
+        features, mask_features, padded size)``, normalised and padded like a batch."""
+        images = ImageList.from_tensors(
+            [(image.to(self.device).float() - self.pixel_mean) / self.pixel_std],
+            self.size_divisibility,
+        )
+        vision = self.extract_features(images.tensor)
+        padded = tuple(images.tensor.shape[-2:])
+        return vision["multi_scale_features"], vision["mask_features"], padded
 
     def _click_rounds(self, task, b, x, feats, mask_features, sizes) -> torch.Tensor:
         """IoU after each click of image ``b`` (official simulator at the original size)."""

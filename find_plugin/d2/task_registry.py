@@ -123,3 +123,11 @@ def interleave_retrieval(cfg, metadata):
         "interleave_retrieval",
         first_sentence_only=cfg.MODEL.FIND.TEST.INTERLEAVE_FIRST_SENTENCE_ONLY,
     )
+
+
+@register_find_task(evaluator="FINDInterleaveRetrievalEvaluator")
+def interleave_retrieval_visual(cfg, metadata):
+    return build_task(
+        "interleave_retrieval_visual",
+        visual_prob=cfg.MODEL.FIND.TASKS.INTERLEAVE_VISUAL_PROB,
+    )

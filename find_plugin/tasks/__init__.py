@@ -2,11 +2,13 @@
 
 One module per task, each registered here by explicit import: ``generic`` (panoptic / instance /
 semantic + the class bank), ``grounding`` (referring), ``interactive``, ``retrieval``,
-``interleave`` and ``interleave_retrieval``. Each turns records into interface inputs and criterion
-targets (:mod:`.base`), simulates its prompts (:mod:`.prompts`), picks its predictions and computes
-its metrics (:mod:`.metrics`). The detectron2 and MMDetection adapters only convert their formats
-around these. A new task is one module with a :class:`FINDTask` subclass decorated with
-:func:`register_task` (and, if it needs new embeddings, a core prototype and input kind).
+``interleave``, ``interleave_retrieval`` (text-only README protocol) and
+``interleave_retrieval_visual`` (cross-image visual references). Each turns records into interface
+inputs and criterion targets (:mod:`.base`), simulates its prompts (:mod:`.prompts`), picks its
+predictions and computes its metrics (:mod:`.metrics`). The detectron2 and MMDetection adapters only
+convert their formats around these. A new task is one module with a :class:`FINDTask` subclass
+decorated with :func:`register_task` (and, if it needs new embeddings, a core prototype and input
+kind).
 """
 
 from . import (  # noqa: F401 (registration)
@@ -15,6 +17,7 @@ from . import (  # noqa: F401 (registration)
     interactive,
     interleave,
     interleave_retrieval,
+    interleave_retrieval_visual,
     retrieval,
 )
 from .base import (
@@ -39,6 +42,7 @@ from .grounding import GroundingTask
 from .interactive import InteractiveTask
 from .interleave import InterleaveTask
 from .interleave_retrieval import InterleaveRetrievalTask
+from .interleave_retrieval_visual import InterleaveVisualRetrievalTask
 from .retrieval import RetrievalTask
 
 __all__ = [
@@ -52,6 +56,7 @@ __all__ = [
     "GroundingTask",
     "InteractiveTask",
     "InterleaveRetrievalTask",
+    "InterleaveVisualRetrievalTask",
     "InterleaveTask",
     "list_tasks",
     "prepare_batch",

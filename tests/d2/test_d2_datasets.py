@@ -129,6 +129,8 @@ def test_standard_names_are_registered_lazily_under_detectron2_datasets(tmp_path
             "find_coco_entity_train2017",
             "find_coco_entity_val2017",
             "find_coco_entity_val2017_long",
+            "find_coco_interleave_val2017",
+            "find_coco_interleave_val2017_long",
             "find_coco_karpathy_test",
             "find_coco_karpathy_val",
         ]

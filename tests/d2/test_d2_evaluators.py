@@ -409,6 +409,7 @@ def test_registry_names():
     assert sorted(k for k, _ in FIND_EVALUATOR_REGISTRY) == [
         "FINDGroundingEvaluator",
         "FINDInteractiveEvaluator",
+        "FINDInterleaveRetrievalEvaluator",
         "FINDRetrievalEvaluator",
     ]
 

@@ -6,6 +6,8 @@ Registered names (root ``$DETECTRON2_DATASETS``; nothing is read until ``Dataset
     find_coco_entity_train2017      coco/annotations/entity_train2017.json      (training)
     find_coco_entity_val2017        coco/annotations/entity_val2017.json        (COCO-Entity)
     find_coco_entity_val2017_long   coco/annotations/entity_val2017_long.json   (COCO-Entity-Long)
+    find_coco_interleave_val2017    coco/annotations/interleave_val2017.json    (visual references)
+    find_coco_interleave_val2017_long   coco/annotations/interleave_val2017_long.json
 
 on top of the COCO panoptic layout of :mod:`.coco_panoptic` (``coco/{split}``,
 ``coco/panoptic_{split}``, ``coco/annotations/panoptic_{split}.json``; captions joined when
@@ -14,8 +16,11 @@ on top of the COCO panoptic layout of :mod:`.coco_panoptic` (``coco/{split}``,
 Entity file: ``images[]`` ``{id, file_name}``; ``annotations[]`` one per sentence ``{image_id,
 sentence, sentence_raw, phrase: [{annotation_id, phrase, start_idx, end_idx, ...}]}``, where
 ``annotation_id`` is a panoptic segment id of the image and ``start_idx``/``end_idx`` a character
-span of ``sentence``. ``sentence_raw`` (GPT-4 output) marks each phrase as ``[<segment id>]`` in
-front of its text.
+span of ``sentence``. A phrase may carry a cross-image ``reference: {image_id, annotation_id,
+prob}`` (the ``interleave_*`` files of ``tools/build_interleave_references.py``): a segment of
+ANOTHER image of the same split, whose full mask is the phrase's visual prompt in interleave
+retrieval with visual references. ``sentence_raw`` (GPT-4 output) marks each phrase as
+``[<segment id>]`` in front of its text.
 
 Validation at load time (errors name the entity file, the annotation index and the phrase): the
 span lies inside the sentence (``0 <= start < end <= len``) and phrases do not overlap; the
@@ -24,9 +29,11 @@ present) has only well-formed ``[<digits>]`` markers and one for every phrase id
 
 Dataset dicts: those of :func:`~.coco_panoptic.load_find_coco_panoptic` plus ``entity_info``:
 list of ``{"sentence", "phrases": [{"start", "end", "annotation_id", "phrase"}]}`` (phrases sorted
-by ``start``, the order of the interleave task and of ``find_gt["interleave_masks"]``). Evaluation
-splits keep only images with an entity sentence (the official gallery); training keeps every
-image (an image without a sentence gets the interleave task's dummy entity).
+by ``start``, the order of the interleave task and of ``find_gt["interleave_masks"]``); a
+phrase's ``reference`` is ``{"image_id", "annotation_id", "prob", "file_name",
+"pan_seg_file_name"}`` (checked: another image of the panoptic json, one of its segments).
+Evaluation splits keep only images with an entity sentence (the official gallery); training
+keeps every image (an image without a sentence gets the interleave task's dummy entity).
 """
 
 import collections
@@ -42,6 +49,8 @@ from .common import read_json
 
 __all__ = [
     "PREDEFINED_FIND_COCO_ENTITY",
+    "PREDEFINED_FIND_COCO_INTERLEAVE",
+    "COCO_INTERLEAVE_EVAL_TASKS",
     "COCO_ENTITY_TRAIN_TASKS",
     "COCO_ENTITY_EVAL_TASKS",
     "parse_entity_annotations",
@@ -57,8 +66,16 @@ PREDEFINED_FIND_COCO_ENTITY = {
     "find_coco_entity_val2017_long": ("val2017", "entity_val2017_long.json", False),
 }
 
+#: name -> (COCO split, references file): entity files with a cross-image ``reference`` per
+#: phrase (``tools/build_interleave_references.py``; the official ones were never released).
+PREDEFINED_FIND_COCO_INTERLEAVE = {
+    "find_coco_interleave_val2017": ("val2017", "interleave_val2017.json"),
+    "find_coco_interleave_val2017_long": ("val2017", "interleave_val2017_long.json"),
+}
+
 COCO_ENTITY_TRAIN_TASKS = ("generic", "grounding", "interactive", "interleave")
 COCO_ENTITY_EVAL_TASKS = ("interleave", "interleave_retrieval")
+COCO_INTERLEAVE_EVAL_TASKS = ("interleave_retrieval_visual",)
 
 _MARKER = re.compile(r"\[(\d+)\]")
 
@@ -78,6 +95,27 @@ def _check_raw(raw: str, ids, where: str) -> None:
             f"{where}: malformed sentence_raw {raw!r}: no '[<id>]' marker for phrase segment "
             f"id(s) {unmarked}"
         )
+
+
+def _reference(ref, image_id: int, segment_ids: Mapping[int, set], where: str) -> dict:
+    """A phrase's cross-image ``reference`` {image_id, annotation_id, prob}, validated."""
+    try:
+        rid, rsid = int(ref["image_id"]), int(ref["annotation_id"])
+        prob = float(ref.get("prob", float("nan")))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(
+            f"{where}: reference must be {{image_id, annotation_id, prob}} with integer ids, got "
+            f"{ref!r:.120} ({e!r})"
+        ) from None
+    if rid == image_id:
+        raise ValueError(f"{where}: reference image {rid} is the phrase's own image")
+    if rid not in segment_ids:
+        raise ValueError(f"{where}: reference image {rid} is not in the panoptic annotations")
+    if rsid not in segment_ids[rid]:
+        raise ValueError(
+            f"{where}: reference annotation_id {rsid} is not a panoptic segment of image {rid}"
+        )
+    return {"image_id": rid, "annotation_id": rsid, "prob": prob}
 
 
 def parse_entity_annotations(
@@ -118,14 +156,15 @@ def parse_entity_annotations(
                     f"{pw}: annotation_id {sid} is not a panoptic segment of image {image_id} "
                     f"(its segments: {sorted(segment_ids[image_id])})"
                 )
-            phrases.append(
-                {
-                    "start": start,
-                    "end": end,
-                    "annotation_id": sid,
-                    "phrase": p.get("phrase", sentence[start:end]),
-                }
-            )
+            entry = {
+                "start": start,
+                "end": end,
+                "annotation_id": sid,
+                "phrase": p.get("phrase", sentence[start:end]),
+            }
+            if p.get("reference") is not None:
+                entry["reference"] = _reference(p["reference"], image_id, segment_ids, pw)
+            phrases.append(entry)
         phrases.sort(key=lambda p: p["start"])
         for a, b in zip(phrases, phrases[1:]):
             if b["start"] < a["end"]:
@@ -158,6 +197,14 @@ def load_find_coco_entity(
     data = read_json(entity_json, dataset_name=name, what="FIND-Bench entity file")
     segment_ids = {d["image_id"]: {s["id"] for s in d["segments_info"]} for d in dicts}
     entities = parse_entity_annotations(entity_json, data, segment_ids, dataset_name=name)
+    files = {d["image_id"]: d for d in dicts}
+    for sentences in entities.values():
+        for e in sentences:
+            for p in e["phrases"]:
+                if "reference" in p:  # where the mapper reads the reference image and mask
+                    ref = files[p["reference"]["image_id"]]
+                    p["reference"]["file_name"] = ref["file_name"]
+                    p["reference"]["pan_seg_file_name"] = ref["pan_seg_file_name"]
     out = []
     for d in dicts:
         d["entity_info"] = entities.get(d["image_id"], [])
@@ -232,4 +279,16 @@ def register_all_find_coco_entity(root: str) -> None:
             os.path.join(os.path.dirname(p["panoptic_json"]), entity_file),
             p["captions_json"],
             training=training,
+        )
+    for name, (split, references_file) in PREDEFINED_FIND_COCO_INTERLEAVE.items():
+        p = coco_panoptic_paths(root, split)
+        register_find_coco_entity(
+            name,
+            meta,
+            p["image_root"],
+            p["panoptic_root"],
+            p["panoptic_json"],
+            os.path.join(os.path.dirname(p["panoptic_json"]), references_file),
+            p["captions_json"],
+            find_eval_tasks=COCO_INTERLEAVE_EVAL_TASKS,
         )

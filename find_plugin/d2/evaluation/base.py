@@ -44,6 +44,10 @@ class FINDMetricEvaluator(DatasetEvaluator):
             ``<output_dir>/find_<task>_metrics.json`` (atomically).
         distributed: gather every rank's state to rank 0 (detectron2's convention); if False,
             every rank evaluates only its own images.
+        seed: the evaluation seed (``MODEL.FIND.TEST.SEED``) the mapper drew this run's random
+            choices from (which phrases are visual, prompt shapes and points); logged with the
+            results and written next to them in the JSON (``{"seed": ..., task: {...}}``), so a
+            number can be reproduced. None: not recorded.
     """
 
     tasks: Dict[str, str] = {}
@@ -55,6 +59,7 @@ class FINDMetricEvaluator(DatasetEvaluator):
         task: str,
         output_dir: Optional[str] = None,
         distributed: bool = True,
+        seed: Optional[int] = None,
     ):
         if task not in self.tasks:
             raise ValueError(
@@ -65,6 +70,7 @@ class FINDMetricEvaluator(DatasetEvaluator):
         self.output_key = self.tasks[task]
         self.output_dir = output_dir
         self.distributed = bool(distributed)
+        self.seed = None if seed is None else int(seed)
         self.reset()
 
     # -- to implement -------------------------------------------------------------------------
@@ -141,10 +147,18 @@ class FINDMetricEvaluator(DatasetEvaluator):
             )
             return {}
         results = self._compute(metric)
-        logger.info("%s results on %s: %s", self.task, self.dataset_name, results)
+        logger.info(
+            "%s results on %s (evaluation seed %s): %s",
+            self.task,
+            self.dataset_name,
+            self.seed,
+            results,
+        )
         if self.output_dir and comm.is_main_process():
+            payload = {self.task: results}
+            if self.seed is not None:
+                payload["seed"] = self.seed
             write_json_atomic(
-                os.path.join(self.output_dir, f"find_{self.task}_metrics.json"),
-                {self.task: results},
+                os.path.join(self.output_dir, f"find_{self.task}_metrics.json"), payload
             )
         return {self.task: results}

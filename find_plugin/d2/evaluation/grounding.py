@@ -34,8 +34,11 @@ class FINDGroundingEvaluator(FINDMetricEvaluator):
         task: str = "grounding",
         output_dir: Optional[str] = None,
         distributed: bool = True,
+        seed: Optional[int] = None,
     ):
-        super().__init__(dataset_name, task=task, output_dir=output_dir, distributed=distributed)
+        super().__init__(
+            dataset_name, task=task, output_dir=output_dir, distributed=distributed, seed=seed
+        )
 
     def _new_metric(self):
         return GroundingMetric()

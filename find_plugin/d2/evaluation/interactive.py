@@ -31,10 +31,15 @@ class FINDInteractiveEvaluator(FINDMetricEvaluator):
         max_clicks: int = 1,
         output_dir: Optional[str] = None,
         distributed: bool = True,
+        seed: Optional[int] = None,
     ):
         self.max_clicks = int(max_clicks)
         super().__init__(
-            dataset_name, task="interactive", output_dir=output_dir, distributed=distributed
+            dataset_name,
+            task="interactive",
+            output_dir=output_dir,
+            distributed=distributed,
+            seed=seed,
         )
 
     def _new_metric(self):

@@ -2,9 +2,10 @@
 
 ``FIND_EVALUATOR_REGISTRY`` maps an evaluator name to ``builder(cfg, dataset_name, output_dir) ->
 DatasetEvaluator``. Registered: ``FINDGroundingEvaluator``, ``FINDInteractiveEvaluator``,
-``FINDRetrievalEvaluator`` (the names the task registry gives its tasks). A builder reads the
-dataset's ``find_eval_tasks`` to pick its modes (e.g. ``FINDGroundingEvaluator`` builds one
-evaluator for ``grounding`` and one for ``interleave`` when the dataset declares both).
+``FINDRetrievalEvaluator``, ``FINDInterleaveRetrievalEvaluator`` (the names the task registry gives
+its tasks). A builder reads the dataset's ``find_eval_tasks`` to pick its modes (e.g.
+``FINDGroundingEvaluator`` builds one evaluator for ``grounding`` and one for ``interleave`` when
+the dataset declares both).
 
 :func:`build_find_evaluator` is what the trainer calls: for each task of the dataset's
 ``MetadataCatalog`` entry ``find_eval_tasks`` it builds that task's evaluator; ``generic`` gives
@@ -31,6 +32,7 @@ from ..task_registry import FIND_TASK_REGISTRY
 from ..task_registry import task_evaluator as registry_task_evaluator
 from .grounding import FINDGroundingEvaluator
 from .interactive import FINDInteractiveEvaluator
+from .interleave_retrieval import FINDInterleaveRetrievalEvaluator
 from .retrieval import FINDRetrievalEvaluator
 
 __all__ = [
@@ -86,6 +88,12 @@ def _modes(dataset_name: str, own: Sequence[str]) -> List[str]:
     return [t for t in tasks if t in own] or [own[0]]
 
 
+def _seed(cfg) -> Optional[int]:
+    """The evaluation seed ``cfg.MODEL.FIND.TEST.SEED`` (None without a FIND test node)."""
+    seed = cfg.MODEL.get("FIND", {}).get("TEST", {}).get("SEED", None)
+    return None if seed is None else int(seed)
+
+
 def _test_flag(cfg, name: str) -> bool:
     """``cfg.MODEL.FIND.TEST.<name>``; True where the config has no FIND test node."""
     test = cfg.MODEL.get("FIND", {}).get("TEST", {})
@@ -96,14 +104,19 @@ def _test_flag(cfg, name: str) -> bool:
 def _build_grounding(cfg, dataset_name, output_dir):
     modes = _modes(dataset_name, ("grounding", "interleave"))
     return _combine(
-        [FINDGroundingEvaluator(dataset_name, task=m, output_dir=output_dir) for m in modes]
+        [
+            FINDGroundingEvaluator(dataset_name, task=m, output_dir=output_dir, seed=_seed(cfg))
+            for m in modes
+        ]
     )
 
 
 @register_find_evaluator("FINDInteractiveEvaluator")
 def _build_interactive(cfg, dataset_name, output_dir):
     clicks = cfg.MODEL.get("FIND", {}).get("TEST", {}).get("INTERACTIVE_MAX_CLICKS", 1)
-    return FINDInteractiveEvaluator(dataset_name, max_clicks=clicks, output_dir=output_dir)
+    return FINDInteractiveEvaluator(
+        dataset_name, max_clicks=clicks, output_dir=output_dir, seed=_seed(cfg)
+    )
 
 
 @register_find_evaluator("FINDRetrievalEvaluator")
@@ -112,10 +125,21 @@ def _build_retrieval(cfg, dataset_name, output_dir):
     return _combine(
         [
             FINDRetrievalEvaluator(
-                dataset_name, task=m, output_dir=output_dir, device=cfg.MODEL.DEVICE
+                dataset_name,
+                task=m,
+                output_dir=output_dir,
+                device=cfg.MODEL.DEVICE,
+                seed=_seed(cfg),
             )
             for m in modes
         ]
+    )
+
+
+@register_find_evaluator("FINDInterleaveRetrievalEvaluator")
+def _build_interleave_retrieval(cfg, dataset_name, output_dir):
+    return FINDInterleaveRetrievalEvaluator(
+        dataset_name, output_dir=output_dir, device=cfg.MODEL.DEVICE, seed=_seed(cfg)
     )
 
 

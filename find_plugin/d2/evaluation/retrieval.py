@@ -45,13 +45,16 @@ class FINDRetrievalEvaluator(FINDMetricEvaluator):
         task: str = "retrieval",
         output_dir: Optional[str] = None,
         distributed: bool = True,
+        seed: Optional[int] = None,
         device: Optional[str] = None,
         query_chunk: int = 1024,
         gallery_chunk: int = 4096,
     ):
         self.device = device
         self.query_chunk, self.gallery_chunk = int(query_chunk), int(gallery_chunk)
-        super().__init__(dataset_name, task=task, output_dir=output_dir, distributed=distributed)
+        super().__init__(
+            dataset_name, task=task, output_dir=output_dir, distributed=distributed, seed=seed
+        )
 
     def _metric_kwargs(self) -> dict:
         return {"query_chunk": self.query_chunk, "gallery_chunk": self.gallery_chunk}
@@ -90,17 +93,21 @@ class FINDRetrievalEvaluator(FINDMetricEvaluator):
     def _payload(self) -> dict:
         return {"state": self._metric.state(), "ids": list(self._ids)}
 
-    def _merge(self, payloads: List[dict]) -> RetrievalMetric:
+    #: state keys holding local image-id codes (negative = no image, kept as is)
+    _id_keys = ("image_ids", "text_ids")
+
+    def _merge(self, payloads: List[dict]):
         codes: Dict[Any, int] = {}
         states = []
         for p in payloads:
             # Local code -> global code of the same image id.
             remap = torch.tensor([codes.setdefault(i, len(codes)) for i in p["ids"]] or [0])
             s = dict(p["state"])
-            for k in ("image_ids", "text_ids"):
-                s[k] = remap[s[k]] if s[k].numel() else s[k]
+            for k in self._id_keys:
+                if s[k].numel():
+                    s[k] = torch.where(s[k] >= 0, remap[s[k].clamp(min=0)], s[k])
             states.append(s)
-        return RetrievalMetric.from_states(states, **self._metric_kwargs())
+        return type(self._metric).from_states(states, **self._metric_kwargs())
 
     def _count(self, metric) -> int:
         return metric.state()["image_ids"].shape[0]

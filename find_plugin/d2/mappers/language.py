@@ -10,9 +10,11 @@ same transforms as the panoptic masks; in evaluation also the ground truth at th
 * ``entities``: every sentence of the image; each phrase's mask is its panoptic segment
   (``annotation_id``) in the transformed id map. ``find_gt["interleave_masks"]`` [E, H0, W0] bool:
   the phrases of the first sentence, sorted by start (what the interleave task evaluates).
+  Interleave retrieval with visual references also reads, for each phrase of the first sentence
+  with a ``reference``, the reference image and its segment mask (the mapper's reader).
 """
 
-from typing import Mapping, Optional, Tuple
+from typing import Callable, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -77,21 +79,28 @@ def grounding_entries(
 
 
 def entity_entries(
-    d: Mapping, ids: np.ndarray, original_ids: Optional[np.ndarray] = None
+    d: Mapping,
+    ids: np.ndarray,
+    original_ids: Optional[np.ndarray] = None,
+    read_reference: Optional[Callable[[Mapping], dict]] = None,
 ) -> Tuple[list, Optional[torch.Tensor]]:
     """``(entities, original_masks)``: the record's ``entities`` from the transformed panoptic id
     map ``ids`` [h, w], and, with ``original_ids`` [H0, W0], the first sentence's phrase masks
-    [E, H0, W0] bool (else None)."""
+    [E, H0, W0] bool (else None). With ``read_reference`` (dataset ``reference`` -> record
+    ``reference`` {"image", "mask", "image_id"}), the phrases of the first sentence (the one
+    evaluated) that have a cross-image reference get it."""
     entities = []
-    for e in d.get("entity_info", []):
-        phrases = [
-            {
+    for i, e in enumerate(d.get("entity_info", [])):
+        phrases = []
+        for p in e["phrases"]:
+            phrase = {
                 "start": p["start"],
                 "end": p["end"],
                 "mask": torch.from_numpy(ids == p["annotation_id"]),
             }
-            for p in e["phrases"]
-        ]
+            if read_reference is not None and i == 0 and p.get("reference") is not None:
+                phrase["reference"] = read_reference(p["reference"])
+            phrases.append(phrase)
         entities.append({"sentence": e["sentence"], "phrases": phrases})
     if original_ids is None:
         return entities, None

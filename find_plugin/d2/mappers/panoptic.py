@@ -19,6 +19,9 @@ the order of the interactive sample's prompts) and ``"captions"`` (retrieval tas
 ``grounding_info`` (RefCOCO) / ``entity_info`` (FIND-Bench) in the dataset dict, the record also
 gets ``groundings`` / ``entities`` and ``find_gt`` ``"grounding_masks"`` / ``"interleave_masks"``
 (:mod:`.language`). A dataset dict without a panoptic PNG (RefCOCO alone) trains groundings only.
+With the ``interleave_retrieval_visual`` task, the evaluation mapper also reads each cross-image
+``reference`` of the first entity sentence: the reference image (resized like a query image) and
+its segment mask go into the record; the model embeds them.
 
 Randomness: each call draws from ``mapper_generator(seed, image_id, call count)`` in training and
 ``mapper_generator(seed, image_id)`` in evaluation (the same numbers on every run). Language: the
@@ -29,6 +32,7 @@ never runs a model of its own.
 from typing import Optional, Sequence
 
 import numpy as np
+import torch
 from detectron2.config import configurable
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances
@@ -93,7 +97,16 @@ class _FINDMapper:
 
 
 def _add_language_entries(
-    record, d, transforms, original_size, ids, original_ids, *, training, generator
+    record,
+    d,
+    transforms,
+    original_size,
+    ids,
+    original_ids,
+    *,
+    training,
+    generator,
+    read_reference=None,
 ) -> dict:
     """Add ``groundings`` (from ``grounding_info``) and ``entities`` (from ``entity_info``, read
     in the transformed panoptic id map ``ids``) to ``record``; return the ``find_gt`` entries
@@ -111,7 +124,7 @@ def _add_language_entries(
                 f"dataset entry image {d.get('image_id')} ({d.get('file_name')}) has "
                 "entity_info but no 'pan_seg_file_name' (entities are panoptic segments)"
             )
-        record["entities"], interleave_gt = entity_entries(d, ids, original_ids)
+        record["entities"], interleave_gt = entity_entries(d, ids, original_ids, read_reference)
         if not training:
             gt["interleave_masks"] = interleave_gt
     return gt
@@ -245,6 +258,11 @@ class FINDEvalMapper(_FINDMapper):
                 rgb2id(pan) if pan is not None else None,
                 training=False,
                 generator=generator,
+                read_reference=(
+                    self._read_reference
+                    if "interleave_retrieval_visual" in self.task_names
+                    else None
+                ),
             )
         )
         out = self._output(d, image, original_size)
@@ -253,6 +271,27 @@ class FINDEvalMapper(_FINDMapper):
         )
         out["find_gt"] = gt
         return out
+
+    def _read_reference(self, ref) -> dict:
+        """A phrase's cross-image reference (dataset ``reference`` with ``file_name`` /
+        ``pan_seg_file_name``) -> ``{"image": uint8 [C, h, w] resized like a query image,
+        "mask": [h, w] bool (its segment), "image_id"}``. The model embeds the image."""
+        where = {
+            "image_id": ref["image_id"],
+            "file_name": ref["file_name"],
+            "pan_seg_file_name": ref["pan_seg_file_name"],
+            "segments_info": [{"id": ref["annotation_id"]}],  # checked to have pixels
+        }
+        image = read_image(where, self.image_format)
+        pan = read_panoptic(where, image.shape[:2])
+        # evaluation resizes are deterministic: this generator draws nothing
+        image, transforms = self._augment(image, mapper_generator(self.seed, ref["image_id"]))
+        ids = rgb2id(transforms.apply_segmentation(pan))
+        return {
+            "image": image_tensor(image),
+            "mask": torch.from_numpy(ids == ref["annotation_id"]),
+            "image_id": int(ref["image_id"]),
+        }
 
 
 @register_find_mapper("find_retrieval_eval")
