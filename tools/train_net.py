@@ -5,6 +5,7 @@
     python tools/train_net.py --config-file configs/find_focalt.yaml --eval-only \\
         MODEL.WEIGHTS find_focalt_llama_x640
     python tools/train_net.py --config-file <cfg> --resume          # continue from last_checkpoint
+    python tools/train_net.py --register my_datasets.py --config-file my.yaml   # your own data
 
 Everything FIND-specific is registered by ``import find_plugin.d2``: the ``FIND`` meta-architecture,
 the task registry, the FIND mappers (``INPUT.DATASET_MAPPER_NAME`` for training, each dataset's
@@ -16,6 +17,7 @@ URLs and model-zoo names). Multi-GPU / multi-machine runs go through detectron2'
 
 import logging
 import os
+import runpy
 import sys
 import weakref
 
@@ -157,7 +159,17 @@ def setup(args):
     return cfg
 
 
+def register_datasets(path: str) -> None:
+    """Run the user's registration file (``register_find_dataset(...)`` calls, see
+    docs/custom_dataset.md) in this process, before the config names its datasets."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--register: file {path!r} does not exist")
+    runpy.run_path(path, run_name="find_register")
+
+
 def main(args):
+    if getattr(args, "register", ""):
+        register_datasets(args.register)  # in every launched process
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
@@ -173,8 +185,19 @@ def main(args):
     return trainer.train()
 
 
+def get_parser():
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--register",
+        default="",
+        metavar="FILE",
+        help="python file that registers your datasets (register_find_dataset) before training",
+    )
+    return parser
+
+
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = get_parser().parse_args()
     logger.info("Command line arguments: %s", args)
     launch(
         main,

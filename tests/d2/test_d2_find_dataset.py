@@ -129,3 +129,29 @@ def test_entities_of_another_split_and_missing_refs_keys_are_errors(demo):
         DatasetCatalog.get(name)
     with pytest.raises(KeyError, match="metadata lacks"):
         register_find_dataset("x", {}, training=True, **demo["val"])
+
+
+def test_train_net_register_runs_the_users_registration_file(demo, tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "find_train_net_register", _TOOL.parent / "train_net.py"
+    )
+    train_net = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_net)
+    name = f"my_data_{next(_COUNT)}"
+    script = tmp_path / "my_datasets.py"
+    script.write_text(
+        "from find_plugin.d2.datasets import demo_metadata, demo_paths, register_find_dataset\n"
+        f"p = demo_paths({demo['root']!r})\n"
+        f"register_find_dataset({name!r}, demo_metadata(), training=True, **p['train'])\n"
+    )
+    args = train_net.get_parser().parse_args(["--register", str(script), "--config-file", "x"])
+    train_net.register_datasets(args.register)
+    assert MetadataCatalog.get(name).find_train_tasks == (
+        "generic",
+        "grounding",
+        "interactive",
+        "retrieval",
+    )
+    assert len(DatasetCatalog.get(name)) == 6
+    with pytest.raises(FileNotFoundError, match="--register: file .*nope.py"):
+        train_net.register_datasets(str(tmp_path / "nope.py"))
