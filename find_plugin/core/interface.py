@@ -98,6 +98,7 @@ class FINDInterface(nn.Module):
         pool_image_query: bool = True,
         in_channels: Optional[int] = None,
         enforce_input_proj: bool = False,
+        zero_feature_size: int = 640,
     ):
         super().__init__()
         if dim_proj != hidden_dim:
@@ -109,6 +110,9 @@ class FINDInterface(nn.Module):
         self.num_queries = num_queries
         self.num_levels = num_levels
         self.pool_image_query = pool_image_query
+        # text-only passes (class bank, caption / legend queries) run on zero features of the
+        # maps of a zero_feature_size image (official 640; core.text_pass)
+        self.zero_feature_size = int(zero_feature_size)
         # rows 0..num_queries-1: object proposals; last row: the image query.
         self.query_feat = nn.Embedding(num_queries + 1, hidden_dim)
         self.query_embed = nn.Embedding(num_queries + 1, hidden_dim)

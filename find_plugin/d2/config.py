@@ -46,6 +46,9 @@ def add_find_config(cfg: CN) -> CN:
             # e.g. HIDDEN_DIM = 512: interface width (presets.INTERFACE_KEYS documents each key)
             i[key.kwarg.upper()] = INTERFACE_PRESET[key.kwarg]
     i.POOL_IMAGE_QUERY = True  # image query re-pooled from the object proposals (official)
+    # text-only passes (class bank, caption / legend queries) run on all-zero maps of an image of
+    # this size (official 640); a model trained on small images may use its own size
+    i.ZERO_FEATURE_SIZE = 640
 
     # ---- frozen language model (token features; lang_proj is part of the interface) ----
     lang = f.LANGUAGE = CN()
@@ -128,6 +131,7 @@ def interface_kwargs(cfg: CN) -> dict:
     pd = cfg.MODEL.FIND_VISION.PIXEL_DECODER
     kwargs.update({kw: pd[key] for kw, key in INTERFACE_FROM_VISION.items()})
     kwargs["pool_image_query"] = node.POOL_IMAGE_QUERY
+    kwargs["zero_feature_size"] = node.ZERO_FEATURE_SIZE
     return kwargs
 
 
