@@ -111,6 +111,9 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> str:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 -> what open() would have given
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -185,10 +185,19 @@ def plot_losses(metrics_json: str, out_png: str) -> Optional[str]:
     return out_png
 
 
-def write_overlays(cfg, weights: str, dataset_name: str, output_dir: str, num: int) -> List[str]:
+def _zoom(a: np.ndarray, k: int) -> np.ndarray:
+    """Nearest-neighbour upsampling of the first two axes by ``k`` (small demo images are drawn
+    at a readable size; labels keep detectron2's font size)."""
+    return a if k == 1 else np.repeat(np.repeat(a, k, axis=0), k, axis=1)
+
+
+def write_overlays(
+    cfg, weights: str, dataset_name: str, output_dir: str, num: int, min_side: int = 384
+) -> List[str]:
     """Overlay PNGs of the first ``num`` images of ``dataset_name`` under ``output_dir/overlays``:
     panoptic prediction, the first referring sentence, a click at the innermost pixel of the
-    largest thing, the entity sentence (text phrases)."""
+    largest thing, the entity sentence (text phrases). Images smaller than ``min_side`` are
+    drawn enlarged by an integer factor."""
     from ..tasks.prompts import next_click
     from .predictor import FINDPredictor
     from .visualize import draw_masks, draw_panoptic, draw_prompts, save_png
@@ -202,17 +211,19 @@ def write_overlays(cfg, weights: str, dataset_name: str, output_dir: str, num: i
     written = []
     for d in DatasetCatalog.get(dataset_name)[:num]:
         image = predictor.read(d["file_name"])
-        rgb = predictor.rgb(image)
+        k = max(1, min_side // min(image.shape[:2]))
+        rgb = _zoom(predictor.rgb(image), k)
         stem = os.path.splitext(os.path.basename(d["file_name"]))[0]
         pan, segments = predictor.panoptic(image)
-        pan = pan.cpu().numpy()
+        pan = _zoom(pan.cpu().numpy(), k)
         written.append(
             save_png(f"{out_dir}/{stem}_panoptic.png", draw_panoptic(rgb, pan, segments, meta))
         )
         refs = d.get("grounding_info", [])
         if refs:
             text = refs[0]["sentences"][0]
-            masks = predictor.referring(image, [text]).numpy()
+            masks = _zoom(predictor.referring(image, [text]).numpy().transpose(1, 2, 0), k)
+            masks = masks.transpose(2, 0, 1)
             written.append(
                 save_png(f"{out_dir}/{stem}_referring.png", draw_masks(rgb, masks, [text]))
             )
@@ -227,9 +238,9 @@ def write_overlays(cfg, weights: str, dataset_name: str, output_dir: str, num: i
             gt = torch.from_numpy(ids == big["id"])
             _, click = next_click(torch.zeros_like(gt), gt)
             ys, xs = np.nonzero(click.numpy())
-            point = (float(xs.mean()), float(ys.mean()))
+            point = (k * float(xs.mean()) + k / 2, k * float(ys.mean()) + k / 2)
             mask = predictor.interactive(image, click.numpy(), np.zeros_like(click.numpy()))
-            drawn = draw_prompts(rgb, mask=mask.numpy(), clicks=[point])
+            drawn = draw_prompts(rgb, mask=_zoom(mask.numpy(), k), clicks=[point])
             written.append(save_png(f"{out_dir}/{stem}_interactive.png", drawn))
         entities = d.get("entity_info", [])
         if entities:
@@ -238,6 +249,7 @@ def write_overlays(cfg, weights: str, dataset_name: str, output_dir: str, num: i
                 {"start": p["start"], "end": p["end"], "visual": False} for p in e["phrases"]
             ]
             masks = predictor.interleave(image, e["sentence"], phrases).numpy()
+            masks = _zoom(masks.transpose(1, 2, 0), k).transpose(2, 0, 1)
             labels = [p["phrase"] for p in e["phrases"]]
             written.append(
                 save_png(f"{out_dir}/{stem}_interleave.png", draw_masks(rgb, masks, labels))

@@ -16,8 +16,6 @@ array of the same size (the input is not modified):
   sees half a PNG.
 """
 
-import os
-import tempfile
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -26,6 +24,8 @@ from detectron2.data import Metadata
 from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import ColorMode, Visualizer
 from PIL import Image
+
+from ..checkpoint.format import atomic_write
 
 __all__ = ["draw_panoptic", "draw_masks", "draw_prompts", "save_png", "palette"]
 
@@ -188,20 +188,4 @@ def save_png(path: str, array) -> str:
         a = a.astype(np.uint8) * 255
     if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))):
         raise ValueError(f"save_png({path!r}): need [H, W(, 3|4)] uint8, got {a.shape} {a.dtype}")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(a).save(f, format="PNG")
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 -> what open() would have given
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: Image.fromarray(a).save(f, format="PNG"))
