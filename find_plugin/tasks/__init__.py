@@ -31,6 +31,7 @@ from .batch import (
     collate_samples,
     criterion_loss_groups,
     prepare_batch,
+    record_generator,
     sample_record,
     task_losses,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "InterleaveTask",
     "list_tasks",
     "prepare_batch",
+    "record_generator",
     "register_task",
     "RetrievalTask",
     "TaskBatch",
