@@ -9,7 +9,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "projects" / "find_mmdet" / "configs"
-DEMO_CONFIG = CONFIG_DIR / "find_efficientnet-lite0_minilm_1xb8-1k_find-demo.py"
+DEMO_CONFIG = CONFIG_DIR / "find_lite0_minilm_find-demo.py"
 FULL_CONFIG = CONFIG_DIR / "find_focalt_llama_8xb2-50e_coco-panoptic-caption.py"
 
 
@@ -22,10 +22,10 @@ def _load_tool(name):
 
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory):
-    """``<tmp>/find_demo/``: 4 training and 3 validation images of the demo dataset."""
+    """``<tmp>/find_demo/``: 4 training and 10 validation images (retrieval ranks top-10) of the demo dataset."""
     root = tmp_path_factory.mktemp("mmdet_demo")
     _load_tool("build_demo_dataset").build_demo_dataset(
-        str(root), num_train=4, num_val=3, progress=False
+        str(root), num_train=4, num_val=10, progress=False
     )
     return os.path.join(str(root), "find_demo") + "/"
 

