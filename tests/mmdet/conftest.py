@@ -22,7 +22,8 @@ def _load_tool(name):
 
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory):
-    """``<tmp>/find_demo/``: 4 training and 10 validation images (retrieval ranks top-10) of the demo dataset."""
+    """``<tmp>/find_demo/``: 4 training and 10 validation images of the demo dataset (retrieval
+    ranks a top-10, so at least 10)."""
     root = tmp_path_factory.mktemp("mmdet_demo")
     _load_tool("build_demo_dataset").build_demo_dataset(
         str(root), num_train=4, num_val=10, progress=False

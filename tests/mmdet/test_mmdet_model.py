@@ -81,3 +81,26 @@ def test_predict_fills_data_samples(built):
         assert ds.pred_caption_embeddings.shape[1] == ds.pred_image_embedding.shape[0]
     tensors = model(data["inputs"], data["data_samples"], mode="tensor")
     assert tensors["pred_masks"].shape[0] == 2
+
+
+def test_full_config_builds():
+    """The COCO Focal-T + LLaMA config: the full-size model (shapes only, on the meta device)
+    and every transform of its pipelines; AMP through AmpOptimWrapper."""
+    from mmdet.registry import MODELS, TRANSFORMS
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(C.FULL_CONFIG))
+    assert cfg.custom_imports.imports == ["find_plugin.mmdet"]
+    assert cfg.optim_wrapper.type == "AmpOptimWrapper"
+    model_cfg = cfg.model.copy()
+    model_cfg.language = None  # LLaMA-7B is not loaded here (class bank not built at build)
+    with torch.device("meta"):
+        model = MODELS.build(model_cfg)
+    n = sum(p.numel() for p in model.interface.parameters())
+    assert n > 30e6, n  # official width: ~40 M interface parameters
+    assert model.tasks["generic"].num_classes == 133 and sum(model.is_thing) == 80
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert not any(p.requires_grad for p in model.pixel_decoder.parameters())
+    for pipeline in (cfg.train_pipeline, cfg.test_pipeline):
+        for t in pipeline:
+            TRANSFORMS.build(t)

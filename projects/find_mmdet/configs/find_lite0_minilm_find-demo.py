@@ -113,7 +113,7 @@ test_dataloader = val_dataloader
 val_evaluator = [
     dict(type='CocoPanopticMetric',
          ann_file=data_root + 'coco/annotations/panoptic_val2017.json',
-         seg_prefix=data_root + 'coco/panoptic_val2017/', backend_args=backend_args),
+         seg_prefix=data_root + 'coco/panoptic_val2017/', nproc=2, backend_args=backend_args),
     dict(type='SemSegMetric', iou_metrics=['mIoU'], prefix='sem_seg'),
     dict(type='CocoMetric', metric=['segm'],
          ann_file=data_root + 'coco/annotations/instances_val2017.json',
