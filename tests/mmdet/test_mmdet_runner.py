@@ -105,3 +105,15 @@ def test_unknown_task_fails_at_build_listing_tasks(demo_root):
     cfg.model.tasks["segment_anything"] = {}
     with pytest.raises(KeyError, match=r"unknown FIND task 'segment_anything'.*'generic'"):
         MODELS.build(cfg.model)
+
+
+def test_amp_and_resume_flags(demo_root, tmp_path):
+    """--amp swaps in mmengine's AmpOptimWrapper (dynamic loss scale; it needs CUDA to run),
+    --resume without a path resumes from the work dir's latest checkpoint."""
+    path = _write_cfg(C.demo_cfg(demo_root), tmp_path / "demo.py")
+    train = C._load_tool("mmdet_train")
+    cfg = train.build_cfg(train.parse_args([path, "--amp", "--resume"]))
+    assert cfg.optim_wrapper.type == "AmpOptimWrapper" and cfg.optim_wrapper.loss_scale == "dynamic"
+    assert cfg.resume is True and cfg.load_from is None
+    plain = train.build_cfg(train.parse_args([path]))
+    assert plain.optim_wrapper.type == "OptimWrapper" and not plain.get("resume", False)
