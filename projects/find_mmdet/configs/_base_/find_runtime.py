@@ -37,3 +37,9 @@ default_hooks = dict(visualization=dict(type='DetVisualizationHook', draw=False)
 log_processor = dict(type='LogProcessor', window_size=20, by_epoch=False)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
+
+# Distributed (--launcher pytorch): a batch runs only the tasks it holds (e.g. no prev_mask -> no
+# spatial memories), so some parameters get no gradient in a step; buffers are not broadcast
+# (the class bank is all-gathered inside the interface), as tools/train_net.py does.
+model_wrapper_cfg = dict(
+    type='MMDistributedDataParallel', find_unused_parameters=True, broadcast_buffers=False)
