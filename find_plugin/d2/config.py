@@ -13,7 +13,7 @@ from detectron2.config import CfgNode as CN
 from ..core.class_bank import EVAL_TEMPLATE, TRAIN_TEMPLATES
 from ..core.criterion import DEFAULT_WEIGHTS, FINDCriterion
 from ..presets import INTERFACE_KEYS, INTERFACE_PRESET
-from ..task_model import build_task_criterion
+from ..tasks.criterion import build_task_criterion
 from ..tasks.prompts import TRAIN_PROMPT_KINDS
 from .checkpointer import add_find_weights_config
 from .vision_config import add_find_vision_config, set_find_vision_sections
@@ -158,7 +158,7 @@ def set_find_sections(cfg: CN, sections) -> CN:
 
 def build_find_criterion(cfg: CN, *, num_classes: int, tasks) -> FINDCriterion:
     """The criterion of the training ``tasks`` from ``cfg.MODEL.FIND.LOSS`` and ``MATCHER``
-    (:func:`find_plugin.task_model.build_task_criterion`, shared with MMDetection)."""
+    (:func:`find_plugin.tasks.criterion.build_task_criterion`, shared with MMDetection)."""
     loss, m = cfg.MODEL.FIND.LOSS, cfg.MODEL.FIND.MATCHER
     return build_task_criterion(
         tasks,

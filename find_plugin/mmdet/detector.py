@@ -39,7 +39,8 @@ from mmdet.structures import DetDataSample
 from mmengine.structures import InstanceData, PixelData
 
 from ..presets import INTERFACE_PRESET, PIXEL_DECODER_PRESET
-from ..task_model import TEST_DEFAULTS, FINDTaskModel, build_task_criterion
+from ..task_model import TEST_DEFAULTS, FINDTaskModel
+from ..tasks.criterion import build_task_criterion
 from ..tasks.text import resolve_text_model_path, shared_text_encoder
 from .components import build_find_tasks, is_thing_list, resolve_metainfo
 from .panoptic import core_to_mmdet_panoptic
@@ -118,7 +119,7 @@ class FINDDetector(FINDTaskModel, BaseDetector):
         train_tasks: names of the tasks trained on every image.
         metainfo: class names (dict with ``classes`` / ``thing_classes`` or a dataset type name).
         language: the frozen language model (:func:`build_language`).
-        criterion: keywords of :func:`~find_plugin.task_model.build_task_criterion`.
+        criterion: keywords of :func:`~find_plugin.tasks.criterion.build_task_criterion`.
         train_backbone / train_pixel_decoder: make that part trainable (default frozen).
         test_cfg: inference options (keys of :data:`~find_plugin.task_model.TEST_DEFAULTS`).
         seed: seed of the model-side random choices.
