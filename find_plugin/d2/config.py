@@ -11,10 +11,9 @@ table :data:`find_plugin.presets.INTERFACE_KEYS` (kwarg <-> ``MODEL.FIND.INTERFA
 from detectron2.config import CfgNode as CN
 
 from ..core.class_bank import EVAL_TEMPLATE, TRAIN_TEMPLATES
-from ..core.criterion import DEFAULT_WEIGHTS, LOSS_GROUPS, FINDCriterion
-from ..core.matcher import HungarianMatcher
+from ..core.criterion import DEFAULT_WEIGHTS, FINDCriterion
 from ..presets import INTERFACE_KEYS, INTERFACE_PRESET
-from ..tasks.batch import criterion_loss_groups
+from ..tasks.criterion import build_task_criterion
 from ..tasks.prompts import TRAIN_PROMPT_KINDS
 from .checkpointer import add_find_weights_config
 from .vision_config import add_find_vision_config, set_find_vision_sections
@@ -162,37 +161,23 @@ def set_find_sections(cfg: CN, sections) -> CN:
 
 
 def build_find_criterion(cfg: CN, *, num_classes: int, tasks) -> FINDCriterion:
-    """The criterion of the training ``tasks`` (their loss groups) from ``cfg.MODEL.FIND.LOSS``
-    and ``MATCHER``; only the weights of active groups are passed (the criterion rejects others)."""
+    """The criterion of the training ``tasks`` from ``cfg.MODEL.FIND.LOSS`` and ``MATCHER``
+    (:func:`find_plugin.tasks.criterion.build_task_criterion`, shared with MMDetection)."""
     loss, m = cfg.MODEL.FIND.LOSS, cfg.MODEL.FIND.MATCHER
-    groups = list(criterion_loss_groups(tasks))
-    active = {name for g in groups for name in LOSS_GROUPS[g]}
-    weights = {n: loss[n.upper() + "_WEIGHT"] for n in DEFAULT_WEIGHTS if n in active}
-
-    def matcher():
-        return HungarianMatcher(
-            cost_class=m.COST_CLASS,
-            cost_mask=m.COST_MASK,
-            cost_dice=m.COST_DICE,
-            num_points=m.NUM_POINTS or None,
-        )
-
-    return FINDCriterion(
+    return build_task_criterion(
+        tasks,
         num_classes=num_classes,
-        losses=groups,
-        weights=weights,
-        matcher=matcher(),
-        grounding_matcher=matcher(),
-        spatial_matcher=matcher(),
-        interleave_matcher=matcher(),
+        weights={n: loss[n.upper() + "_WEIGHT"] for n in DEFAULT_WEIGHTS},
+        cost_class=m.COST_CLASS,
+        cost_mask=m.COST_MASK,
+        cost_dice=m.COST_DICE,
+        matcher_num_points=m.NUM_POINTS,
         no_object_weight=loss.NO_OBJECT_WEIGHT,
-        num_points=loss.NUM_POINTS or None,
+        num_points=loss.NUM_POINTS,
         oversample_ratio=loss.OVERSAMPLE_RATIO,
         importance_sample_ratio=loss.IMPORTANCE_SAMPLE_RATIO,
-        grounding_task_weights={
-            "text": loss.GROUNDING_TEXT_WEIGHT,
-            "class": loss.GROUNDING_CLASS_WEIGHT,
-        },
+        grounding_text_weight=loss.GROUNDING_TEXT_WEIGHT,
+        grounding_class_weight=loss.GROUNDING_CLASS_WEIGHT,
         fine_grained_weight=loss.FINE_GRAINED_WEIGHT,
         deep_supervision=loss.DEEP_SUPERVISION,
     )

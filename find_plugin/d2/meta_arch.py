@@ -19,108 +19,49 @@ Evaluation returns, per image, what the tasks present in its ``find_samples`` pr
   ``find_gt["interactive_masks"]``);
 * ``retrieval``: ``image_embedding`` [D] and ``caption_embeddings`` [n, D];
 * ``interleave_retrieval``: ``image_embedding`` and ``interleave_embeddings`` [n, D];
-* ``interleave_retrieval_visual``: ``image_embedding``, ``object_embeddings`` [Q, D] (object
-  proposals), ``interleave_query_embedding`` [D], ``interleave_entity_embeddings`` [E, D] and
-  ``interleave_entity_references`` [E] (the reference images of the visual entities go through
-  the vision model here, :meth:`extract_one`).
-
-Evaluation-time prompt points are drawn from a generator seeded by ``MODEL.FIND.TEST.SEED`` and
-the batch's image ids, so an evaluation is reproducible.
+* ``interleave_retrieval_visual``: see :mod:`find_plugin.task_model` (reference images go through
+  :meth:`FIND.extract_one`).
 """
 
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
 from detectron2.structures import BitMasks, ImageList, Instances
 
-from ..core.class_bank import ClassBank
-from ..core.criterion import FINDCriterion
-from ..model import FINDModel
-from ..tasks import FINDTask, collate_samples, task_losses
+from ..task_model import FINDTaskModel
 from .config import build_find_criterion
-from .mappers.registry import mapper_generator
 from .task_registry import FIND_TASK_REGISTRY, build_find_task
 
 __all__ = ["FIND"]
 
-# Prompt masks stay on the CPU: their points are drawn with the model's CPU generator.
-_CPU_KEYS = ("pos_masks", "neg_masks")
-
 
 @META_ARCH_REGISTRY.register()
-class FIND(FINDModel):
-    """Args (keyword-only, besides :class:`~find_plugin.model.FINDModel`'s parts):
-    criterion: the :class:`FINDCriterion` of the training tasks.
-    tasks: every task the model can run, by name (evaluation picks them per image).
-    train_tasks: names of the tasks trained on every image.
-    encode_text: ``encode_text(texts, kind)`` of the frozen language model (class bank).
-    is_thing: K booleans (thing classes) of the generic task's classes.
-    pixel_mean / pixel_std: per-channel normalisation in ``INPUT.FORMAT`` order.
-    test: inference options (``semantic_on``, ``panoptic_on``, ``instance_on``,
-        ``object_mask_threshold``, ``overlap_threshold``, ``top_k``, ``max_clicks``,
-        ``interleave_official``, ``class_template``).
-    seed: seed of the model-side random choices (correction rounds, prompt points, swaps).
-    backbone_cache_size: images whose frozen backbone features are cached by content (0 = off;
-        :meth:`~find_plugin.encoders.vision.vision_model.FINDVisionModel.enable_backbone_cache`).
+class FIND(FINDTaskModel):
+    """Args (keyword-only): those of :class:`~find_plugin.task_model.FINDTaskModel` (parts,
+    criterion, tasks, train_tasks, encode_text, is_thing, test, seed) plus
+    pixel_mean / pixel_std: per-channel normalisation in ``INPUT.FORMAT`` order;
+    size_divisibility: images are padded to a multiple of it.
+
+    Everything but the detectron2 formats (``ImageList``, ``Instances``, the input dicts) lives
+    in :class:`~find_plugin.task_model.FINDTaskModel`, shared with the MMDetection detector.
     """
 
     @configurable
     def __init__(
         self,
         *,
-        backbone,
-        pixel_decoder,
-        interface,
-        train_backbone: bool = False,
-        train_pixel_decoder: bool = False,
-        criterion: FINDCriterion,
-        tasks: Mapping[str, FINDTask],
-        train_tasks: Sequence[str],
-        encode_text=None,
-        is_thing: Optional[Sequence[bool]] = None,
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
         size_divisibility: int = 32,
-        test: Optional[Mapping] = None,
-        seed: int = 0,
-        backbone_cache_size: int = 0,
+        **kwargs,
     ):
-        super().__init__(
-            backbone=backbone,
-            pixel_decoder=pixel_decoder,
-            interface=interface,
-            train_backbone=train_backbone,
-            train_pixel_decoder=train_pixel_decoder,
-        )
-        unknown = [t for t in train_tasks if t not in tasks]
-        if unknown:
-            raise KeyError(f"train_tasks {unknown} are not among the model's tasks {list(tasks)}")
-        self.enable_backbone_cache(backbone_cache_size)
-        self.criterion = criterion
-        self.tasks = dict(tasks)
-        self.train_tasks = [self.tasks[t] for t in train_tasks]
-        self.encode_text = encode_text
-        self.is_thing = None if is_thing is None else list(is_thing)
+        super().__init__(**kwargs)
         self.size_divisibility = int(size_divisibility)
-        self.test = dict(test or {})
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
-        generic = self.tasks.get("generic")
-        num_rows = generic.num_classes + 1 if generic is not None else 1
-        dim = interface.heads.class_embed.shape[1]
-        # Not persistent: checkpoints keep the one backbone/pixel_decoder/interface layout.
-        self.class_bank = ClassBank(num_classes=num_rows, dim_proj=dim)
-        for buf in self.class_bank.buffers():
-            buf.requires_grad_(False)
-        self.class_bank._non_persistent_buffers_set.add("embeddings")
-        self._bank_ready = False
-        self._eval_bank: Optional[torch.Tensor] = None
-        self._generator = torch.Generator().manual_seed(int(seed))
-        self._pending_rng = None
 
     @classmethod
     def from_config(cls, cfg):
@@ -182,217 +123,12 @@ class FIND(FINDModel):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
-    # ------------------------------------------------------------------ resumable training state
-    def training_state(self) -> Dict[str, torch.Tensor]:
-        """What a resumed run needs besides the weights and the optimizer: the class bank (rows
-        refreshed in training), the model-side generator and the global torch RNG (point sampling
-        of the losses). Stored by the trainer as a checkpointable, never in the model layout."""
-        state = {
-            "class_bank": self.class_bank.embeddings.detach().cpu().clone(),
-            "bank_ready": torch.tensor(self._bank_ready),
-            "generator": self._generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-        }
-        if torch.cuda.is_available():
-            state["cuda_rng"] = torch.cuda.get_rng_state()
-        return state
-
-    def load_training_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        self.class_bank.store_(state["class_bank"].to(self.device))
-        self._bank_ready = bool(state["bank_ready"])
-        self._generator.set_state(state["generator"])
-        # Applied at the next training step, not now: between loading and that step the trainer
-        # builds a new data-loader iterator, which draws from the global RNG.
-        self._pending_rng = {k: state[k] for k in ("torch_rng", "cuda_rng") if k in state}
-
-    def _restore_rng(self) -> None:
-        pending, self._pending_rng = self._pending_rng, None
-        if pending:
-            torch.set_rng_state(pending["torch_rng"])
-            if "cuda_rng" in pending and torch.cuda.is_available():
-                torch.cuda.set_rng_state(pending["cuda_rng"])
-
-    # ------------------------------------------------------------------ shared
-    def train(self, mode: bool = True):
-        self._eval_bank = None  # weights may change: rebuild the evaluation bank when needed
-        return super().train(mode)
-
     def preprocess(self, batched_inputs: Sequence[Mapping]) -> ImageList:
         images = [
             (x["image"].to(self.device).float() - self.pixel_mean) / self.pixel_std
             for x in batched_inputs
         ]
         return ImageList.from_tensors(images, self.size_divisibility)
-
-    def forward(self, batched_inputs: List[Mapping]):
-        images = self.preprocess(batched_inputs)
-        trainable_vision = any(p.requires_grad for p in self.pixel_decoder.parameters()) or any(
-            p.requires_grad for p in self.backbone.parameters()
-        )
-        with torch.set_grad_enabled(torch.is_grad_enabled() and trainable_vision):
-            vision = self.extract_features(images.tensor)
-        feats, mask_features = vision["multi_scale_features"], vision["mask_features"]
-        if self.training:
-            return self.losses(batched_inputs, images, feats, mask_features)
-        return self.inference(batched_inputs, images, feats, mask_features)
-
-    def _collate(self, tasks, batched_inputs, images, training):
-        per_image = []
-        for i, x in enumerate(batched_inputs):
-            if "find_samples" not in x:
-                raise KeyError(
-                    f"input {i} (image_id {x.get('image_id')}) has no 'find_samples': use a FIND "
-                    "dataset mapper (cfg.INPUT.DATASET_MAPPER_NAME)"
-                )
-            per_image.append(x["find_samples"])
-        batch = collate_samples(
-            tasks,
-            per_image,
-            project=self.interface.project_tokens,
-            padded_size=tuple(images.tensor.shape[-2:]),
-            training=training,
-        )
-        return batch, to_device(batch.inputs, self.device)
-
-    # ------------------------------------------------------------------ training
-    def losses(self, batched_inputs, images, feats, mask_features) -> Dict[str, torch.Tensor]:
-        self._restore_rng()
-        batch, inputs = self._collate(self.train_tasks, batched_inputs, images, training=True)
-        bank = self._training_bank() if "class" in inputs else None
-        interactive = self.tasks.get("interactive")
-        if interactive in self.train_tasks and interactive.wants_correction(self._generator):
-            with torch.no_grad():
-                first = self.interface(
-                    feats, mask_features, inputs, class_bank=bank, generator=self._generator
-                )
-            corrected = interactive.add_corrections(batch.samples["interactive"], first)
-            packed = interactive.pack_inputs(
-                corrected,
-                project=self.interface.project_tokens,
-                padded_size=tuple(images.tensor.shape[-2:]),
-            )
-            inputs["spatial"] = to_device(packed, self.device)["spatial"]
-        out = self.interface(
-            feats, mask_features, inputs, class_bank=bank, generator=self._generator
-        )
-        if "class_bank" in out:
-            # every process's refreshed rows are in it (all-gathered inside the interface)
-            self.class_bank.store_(out["class_bank"])
-        targets = to_device(batch.targets, self.device)
-        losses = self.criterion(out, targets, logit_scale=self.interface.logit_scale)
-        losses.update(task_losses(self.train_tasks, out, batch))
-        return losses
-
-    def _training_bank(self) -> torch.Tensor:
-        """The stored bank (rows refreshed by the class query every step), first built from the
-        evaluation prompts on zero features."""
-        if not self._bank_ready:
-            self.class_bank.store_(self._build_bank())
-            self._bank_ready = True
-        return self.class_bank.embeddings
-
-    def _build_bank(self) -> torch.Tensor:
-        generic = self.tasks.get("generic")
-        if generic is None:
-            raise KeyError("the class bank needs the 'generic' task (class names)")
-        if self.encode_text is None:
-            raise ValueError(
-                "the class bank needs the language model: set cfg.MODEL.FIND.LANGUAGE.PATH or "
-                "PACKAGE (or pass encode_text)"
-            )
-        return generic.class_bank(
-            self.interface, self.encode_text, template=self.test.get("class_template")
-        ).to(self.device)
-
-    # ------------------------------------------------------------------ inference
-    def inference(self, batched_inputs, images, feats, mask_features) -> List[Dict]:
-        names = sorted({n for x in batched_inputs for n in x.get("find_samples", {})})
-        missing = [n for n in names if n not in self.tasks]
-        if missing:
-            raise KeyError(
-                f"the inputs hold samples of tasks {missing} that this model could not build "
-                f"(model tasks: {sorted(self.tasks)}; e.g. 'generic' needs class names in the "
-                "training dataset's metadata)"
-            )
-        tasks = [self.tasks[n] for n in names]
-        batch, inputs = self._collate(tasks, batched_inputs, images, training=False)
-        bank = None
-        if "generic" in names:
-            if self._eval_bank is None:
-                self._eval_bank = self._build_bank()
-            bank = self._eval_bank
-        # prompt points (visual entities, clicks) from the evaluation seed and the images
-        ids = "|".join(str(x.get("image_id")) for x in batched_inputs)
-        generator = mapper_generator(self.test.get("seed", 0), ids)
-        out = self.interface(feats, mask_features, inputs, class_bank=bank, generator=generator)
-        padded = tuple(images.tensor.shape[-2:])
-        results = []
-        for b, x in enumerate(batched_inputs):
-            sizes = dict(
-                padded_size=padded,
-                image_size=tuple(images.image_sizes[b]),
-                output_size=(
-                    x.get("height", images.image_sizes[b][0]),
-                    x.get("width", images.image_sizes[b][1]),
-                ),
-            )
-            r: Dict[str, object] = {}
-            for name in names:
-                sample = batch.samples[name][b]
-                r.update(self._predict(name, out, b, sample, sizes, x, feats, mask_features))
-            results.append(r)
-        return results
-
-    def _predict(self, name, out, b, sample, sizes, x, feats, mask_features) -> Dict:
-        task, t = self.tasks[name], self.test
-        if name == "generic":
-            res = task.predict(
-                out,
-                b,
-                is_thing=self.is_thing,
-                semantic_on=t.get("semantic_on", True),
-                panoptic_on=t.get("panoptic_on", True),
-                instance_on=t.get("instance_on", True),
-                object_mask_threshold=t.get("object_mask_threshold", 0.8),
-                overlap_threshold=t.get("overlap_threshold", 0.8),
-                top_k=t.get("top_k", 100),
-                **sizes,
-            )
-            if "instances" in res:
-                res["instances"] = _instances(res["instances"], sizes["output_size"])
-            return res
-        if name == "grounding":
-            logits = task.predict(out, b, logit_scale=self.interface.logit_scale, **sizes)
-            return {"grounding_masks": logits}
-        if name == "interleave":
-            official = t.get("interleave_official", False)
-            return {"interleave_masks": task.predict(out, b, sample, official=official, **sizes)}
-        if name == "interactive":
-            return {"interactive_ious": self._click_rounds(task, b, x, feats, mask_features, sizes)}
-        embedding = {"image_embedding": out["pred_retrievals"][b, 0]}
-        if name == "retrieval":
-            caps = sample["captions"]
-            embedding["caption_embeddings"] = (
-                task.encode_captions(self.interface, caps)
-                if caps
-                else out["pred_retrievals"][b, :0]
-            )
-        elif name == "interleave_retrieval":
-            sents = sample["sentences"]
-            embedding["interleave_embeddings"] = (
-                task.encode_sentences(self.interface, sents)
-                if sents
-                else out["pred_retrievals"][b, :0]
-            )
-        elif name == "interleave_retrieval_visual":
-            q = task.query_embeddings(self.interface, sample, extract=self.extract_one)
-            embedding.update(
-                object_embeddings=out["pred_captions"][b],
-                interleave_query_embedding=q["query"],
-                interleave_entity_embeddings=q["entities"],
-                interleave_entity_references=q["entity_references"],
-            )
-        return embedding
 
     def extract_one(self, image: torch.Tensor):
         """Vision features of one uint8 image [C, H, W] (``INPUT.FORMAT``): ``(multi-scale
@@ -405,49 +141,43 @@ class FIND(FINDModel):
         padded = tuple(images.tensor.shape[-2:])
         return vision["multi_scale_features"], vision["mask_features"], padded
 
-    def _click_rounds(self, task, b, x, feats, mask_features, sizes) -> torch.Tensor:
-        """IoU after each click of image ``b`` (official simulator at the original size)."""
-        gt = x.get("find_gt", {}).get("interactive_masks")
-        if gt is None:
-            raise KeyError(
-                f"image {x.get('image_id')}: interactive evaluation needs "
-                "find_gt['interactive_masks'] (an evaluation FIND mapper provides it)"
-            )
-        h, w = sizes["image_size"]
-        one = [f[b : b + 1] for f in feats]
-
-        def predict_fn(pos, neg):
-            def to_image(m):  # original size -> model input size (nearest), then padded
-                return F.interpolate(m[None].float(), size=(h, w), mode="nearest")[0] > 0.5
-
-            sample = {
-                "image_size": (h, w),
-                "pos": to_image(pos),
-                "neg": to_image(neg),
-                "masks": to_image(pos),
-                "prev_mask": None,
-            }
-            packed = task.pack_inputs(
-                [sample], project=self.interface.project_tokens, padded_size=sizes["padded_size"]
-            )
-            o = self.interface(one, mask_features[b : b + 1], to_device(packed, self.device))
-            return task.predict(o, 0, **sizes).cpu()
-
-        if len(gt) == 0:
-            return torch.zeros(0, self.test.get("max_clicks", 1))
-        return task.click_ious(
-            predict_fn, gt.bool().cpu(), max_clicks=self.test.get("max_clicks", 1)
+    def forward(self, batched_inputs: List[Mapping]):
+        images = self.preprocess(batched_inputs)
+        feats, mask_features = self.vision_features(images.tensor)
+        per_image = _find_samples(batched_inputs)
+        padded = tuple(images.tensor.shape[-2:])
+        if self.training:
+            return self.compute_losses(per_image, padded, feats, mask_features)
+        output_sizes = [
+            (x.get("height", s[0]), x.get("width", s[1]))
+            for x, s in zip(batched_inputs, images.image_sizes)
+        ]
+        results = self.predict_tasks(
+            per_image,
+            padded_size=padded,
+            image_sizes=[tuple(s) for s in images.image_sizes],
+            output_sizes=output_sizes,
+            feats=feats,
+            mask_features=mask_features,
+            find_gts=[x.get("find_gt", {}) for x in batched_inputs],
+            image_ids=[x.get("image_id") for x in batched_inputs],
         )
+        for r, size in zip(results, output_sizes):
+            if "instances" in r:
+                r["instances"] = _instances(r["instances"], size)
+        return results
 
 
-def to_device(obj, device, key: str = ""):
-    if torch.is_tensor(obj):
-        return obj if key in _CPU_KEYS else obj.to(device)
-    if isinstance(obj, Mapping):
-        return {k: to_device(v, device, k) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_device(v, device, key) for v in obj)
-    return obj
+def _find_samples(batched_inputs) -> List[Mapping]:
+    per_image = []
+    for i, x in enumerate(batched_inputs):
+        if "find_samples" not in x:
+            raise KeyError(
+                f"input {i} (image_id {x.get('image_id')}) has no 'find_samples': use a FIND "
+                "dataset mapper (cfg.INPUT.DATASET_MAPPER_NAME)"
+            )
+        per_image.append(x["find_samples"])
+    return per_image
 
 
 def _instances(res: Mapping, output_size) -> Instances:

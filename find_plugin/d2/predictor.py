@@ -20,11 +20,11 @@ from detectron2.data import detection_utils as utils
 from detectron2.modeling import build_model
 
 from ..checkpoint.format import IncompatibleCheckpointError
+from ..task_model import move_to_device
 from ..tasks import build_task, collate_samples, sample_record
 from ..tasks.retrieval import RetrievalTask
 from .checkpointer import FINDCheckpointer
 from .mappers.augmentation import FixedResizeShortestEdge
-from .meta_arch import to_device
 
 __all__ = ["FINDPredictor", "PredictorError", "check_file"]
 
@@ -148,7 +148,7 @@ class FINDPredictor:
                 padded_size=padded,
                 training=False,
             )
-            inputs = to_device(batch.inputs, model.device)
+            inputs = move_to_device(batch.inputs, model.device)
             if prompt_maps_from is not None:
                 i = prompt_maps_from
                 levels = model.interface.feature_levels(

@@ -34,6 +34,7 @@ from .batch import (
     collate_samples,
     criterion_loss_groups,
     prepare_batch,
+    record_generator,
     sample_record,
     task_losses,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "InterleaveTask",
     "list_tasks",
     "prepare_batch",
+    "record_generator",
     "register_task",
     "RetrievalTask",
     "TaskBatch",

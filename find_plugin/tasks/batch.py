@@ -9,8 +9,9 @@ set, for building the :class:`~find_plugin.core.criterion.FINDCriterion`. Tasks 
 criterion does not know add them through :meth:`~.base.FINDTask.losses` (see :func:`task_losses`).
 """
 
+import hashlib
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -23,6 +24,7 @@ __all__ = [
     "prepare_batch",
     "criterion_loss_groups",
     "task_losses",
+    "record_generator",
 ]
 
 
@@ -33,6 +35,15 @@ class TaskBatch:
     samples: Dict[str, List[dict]]
     inputs: Dict[str, dict]
     targets: List[dict]
+
+
+def record_generator(seed: int, image_id, count: Optional[int] = None) -> torch.Generator:
+    """A generator seeded from ``(seed, image_id[, count])`` by hashing (no global RNG, no wall
+    clock): the same image in the same call gets the same draws in every process. What the data
+    mappers / pipelines of both adapters pass to :func:`sample_record`."""
+    key = f"{int(seed)}/{image_id}" + ("" if count is None else f"/{int(count)}")
+    value = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") >> 1
+    return torch.Generator().manual_seed(value)
 
 
 def sample_record(

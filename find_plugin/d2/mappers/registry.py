@@ -7,13 +7,13 @@ the text encoder (the cached frozen language model), imported lazily so that the
 with explicit arguments, without the model side.
 """
 
-import hashlib
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.data import MetadataCatalog
 
 from ...core.registry import NameRegistry
+from ...tasks.batch import record_generator
 
 __all__ = [
     "FIND_MAPPER_REGISTRY",
@@ -59,11 +59,8 @@ def build_find_mapper(cfg, is_train: bool, dataset_name: Optional[str] = None):
 
 
 def mapper_generator(seed: int, image_id, count: Optional[int] = None) -> torch.Generator:
-    """A generator seeded from ``(seed, image_id[, count])`` by hashing (no global RNG, no wall
-    clock): the same image in the same call gets the same draws in every process."""
-    key = f"{int(seed)}/{image_id}" + ("" if count is None else f"/{int(count)}")
-    value = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") >> 1
-    return torch.Generator().manual_seed(value)
+    """:func:`find_plugin.tasks.record_generator` (the MMDetection pipelines draw the same way)."""
+    return record_generator(seed, image_id, count)
 
 
 def _build_task(name, cfg, metadata):

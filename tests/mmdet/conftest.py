@@ -1,0 +1,65 @@
+"""Fixtures of the MMDetection-adapter tests: the demo dataset (tiny, real formats) and the
+demo config shrunk for CPU seconds."""
+
+import importlib.util
+import os
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CONFIG_DIR = ROOT / "projects" / "find_mmdet" / "configs"
+DEMO_CONFIG = CONFIG_DIR / "find_lite0_minilm_find-demo.py"
+FULL_CONFIG = CONFIG_DIR / "find_focalt_llama_8xb2-50e_coco-panoptic-caption.py"
+
+
+def _load_tool(name):
+    spec = importlib.util.spec_from_file_location(f"_tool_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory):
+    """``<tmp>/find_demo/``: 4 training and 10 validation images of the demo dataset (retrieval
+    ranks a top-10, so at least 10)."""
+    root = tmp_path_factory.mktemp("mmdet_demo")
+    _load_tool("build_demo_dataset").build_demo_dataset(
+        str(root), num_train=4, num_val=10, progress=False
+    )
+    return os.path.join(str(root), "find_demo") + "/"
+
+
+def demo_cfg(data_root: str, work_dir: str = "", **options):
+    """The demo config on ``data_root`` with CPU-test sizes (batch 2, no workers, no text
+    cache, 2 iterations) and ``options`` (``--cfg-options`` style) on top."""
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(DEMO_CONFIG))
+    base = {
+        "train_dataloader.batch_size": 2,
+        "train_dataloader.num_workers": 0,
+        "train_dataloader.persistent_workers": False,
+        "val_dataloader.batch_size": 2,
+        "val_dataloader.num_workers": 0,
+        "val_dataloader.persistent_workers": False,
+        "train_cfg.max_iters": 2,
+        "train_cfg.val_interval": 2,
+    }
+    base.update(options)
+    cfg.merge_from_dict(base)
+    cfg.model.language.pop("cache_dir", None)
+    cfg.model.criterion = dict(num_points=64, matcher_num_points=64)
+    for dl in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        dl.dataset.data_root = data_root
+        for t in dl.dataset.pipeline:
+            if t["type"] == "FINDSampleTasks":
+                t["language"].pop("cache_dir", None)
+    ev = cfg.val_evaluator
+    ev[0].ann_file = data_root + "coco/annotations/panoptic_val2017.json"
+    ev[0].seg_prefix = data_root + "coco/panoptic_val2017/"
+    ev[2].ann_file = data_root + "coco/annotations/instances_val2017.json"
+    cfg.test_evaluator = ev
+    cfg.work_dir = work_dir
+    return cfg
