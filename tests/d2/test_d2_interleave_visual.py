@@ -4,7 +4,6 @@ registered dataset -> the evaluation mapper (reference image + mask) -> the mode
 evaluators, by hand and through ``tools/train_net.py --eval-only``; and the seed of evaluation
 (same seed: same numbers; another seed: another split; the seed written with the results)."""
 
-import importlib.util
 import json
 import logging
 import os
@@ -18,15 +17,9 @@ from detectron2.engine import default_argument_parser
 from find_plugin.d2 import datasets as ds
 from find_plugin.d2.evaluation import build_find_evaluator
 from find_plugin.d2.mappers import build_find_mapper
+from tests._util import load_module as _load
 
 HERE = pathlib.Path(__file__).parent
-
-
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 C = _load("_d2_conftest_ivis", HERE / "conftest.py")

@@ -1,6 +1,5 @@
 """FIND's detectron2 mappers on the tiny real-format dataset (CPU, small images)."""
 
-import importlib.util
 import pathlib
 import uuid
 
@@ -16,14 +15,7 @@ from PIL import Image
 from find_plugin.d2 import datasets as ds
 from find_plugin.d2 import mappers as mp
 from find_plugin.tasks import build_task, collate_samples
-
-
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from tests._util import load_module as _load
 
 _HERE = pathlib.Path(__file__).parent
 tiny = _load("find_tiny_dataset", _HERE / "tiny_dataset.py")

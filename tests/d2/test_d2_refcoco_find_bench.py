@@ -1,7 +1,6 @@
 """RefCOCO-style refs + FIND-Bench entity sentences on a tiny COCO written in the real formats:
 registration, loading, the mapper records (spans, masks, token/entity maps) and bad input."""
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -21,14 +20,7 @@ from pycocotools import mask as mask_utils
 from find_plugin.d2 import datasets as ds
 from find_plugin.d2 import mappers as mp
 from find_plugin.tasks import build_task
-
-
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from tests._util import load_module as _load
 
 _HERE = pathlib.Path(__file__).parent
 tiny = _load("find_tiny_dataset", _HERE / "tiny_dataset.py")

@@ -1,7 +1,6 @@
 """One training step of ``tools/train_net.py``'s Trainer with grounding and interleave enabled, on
 a tiny COCO + FIND-Bench entity file in the real formats: every task's losses, all finite."""
 
-import importlib.util
 import logging
 import math
 import pathlib
@@ -10,15 +9,9 @@ import pytest
 from detectron2.utils.events import EventStorage
 
 from find_plugin.d2 import datasets as ds
+from tests._util import load_module as _load
 
 HERE = pathlib.Path(__file__).parent
-
-
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 C = _load("_d2_conftest_tgi", HERE / "conftest.py")

@@ -2,7 +2,6 @@
 iterations through detectron2's trainer, evaluation with the registered evaluators, and
 ``--eval-only`` on the saved checkpoint giving the same metrics twice (seeded)."""
 
-import importlib.util
 import json
 import logging
 import os
@@ -12,15 +11,9 @@ import pytest
 from detectron2.engine import default_argument_parser
 
 from find_plugin.d2.datasets import register_find_coco_panoptic
+from tests._util import load_module as _load
 
 HERE = pathlib.Path(__file__).parent
-
-
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 C = _load("_d2_conftest_train", HERE / "conftest.py")

@@ -1,7 +1,6 @@
 """tools/demo.py: every prompt kind writes an overlay of the input's size (or a ranking of every
 gallery image) from a saved tiny checkpoint; bad arguments are clear errors naming them."""
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -13,15 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
+from tests._util import load_module as _load
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 H, W = 60, 90
-
-
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 demo_cli = _load("find_demo_cli", ROOT / "tools" / "demo.py")
