@@ -124,6 +124,7 @@ def test_standard_names_are_registered_lazily_under_detectron2_datasets(tmp_path
     assert out[3] == f"{root}/coco/annotations/dataset_coco.json"
     assert out[4] == str(
         [
+            "find_coco_2017_train_joined",
             "find_coco_2017_train_panoptic_caption",
             "find_coco_2017_val_panoptic_with_sem_seg",
             "find_coco_entity_train2017",
@@ -133,6 +134,9 @@ def test_standard_names_are_registered_lazily_under_detectron2_datasets(tmp_path
             "find_coco_interleave_val2017_long",
             "find_coco_karpathy_test",
             "find_coco_karpathy_val",
+            "find_demo_karpathy_test",
+            "find_demo_train",
+            "find_demo_val",
         ]
         + [f"find_refcoco_unc_{s}" for s in ("testA", "testB", "train", "val")]
         + [f"find_refcocog_umd_{s}" for s in ("test", "train", "val")]

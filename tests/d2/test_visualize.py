@@ -129,12 +129,12 @@ def test_save_png_round_trip_and_atomic(tmp_path, image, monkeypatch):
     assert np.array_equal(np.asarray(Image.open(path)), image)
     assert os.listdir(tmp_path / "sub") == ["overlay.png"]  # no temporary left
     # a failing write leaves the previous file whole and no temporary file
-    import find_plugin.d2.visualize as vis
+    import find_plugin.checkpoint.format as fmt  # save_png writes through its atomic_write
 
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(vis.os, "replace", boom)
+    monkeypatch.setattr(fmt.os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
         save_png(path, np.zeros_like(image))
     assert np.array_equal(np.asarray(Image.open(path)), image)
