@@ -152,6 +152,9 @@ class Workloads:
             self.pad_key, self.no_entity = "token_padding", NO_ITEM
         except ImportError:
             self.pad_key, self.no_entity = "token_mask", -4
+        # inference reads only the last layer: skip the per-layer outputs where the API allows it
+        forward = inspect.signature(FINDInterface.forward).parameters
+        self.infer = {"aux_outputs": False} if "aux_outputs" in forward else {}
         self.gen = torch.Generator().manual_seed(self.seed)
         self._ready: Dict[str, Callable[[], object]] = {}
         self._vision = None
@@ -248,9 +251,11 @@ class Workloads:
         @torch.no_grad()
         def fn():
             g = torch.Generator().manual_seed(self.seed)  # same prompt points every call
-            return self.iface(list(feats), mask_features, tasks, class_bank=bank, generator=g)
+            return self.iface(
+                list(feats), mask_features, tasks, class_bank=bank, generator=g, **self.infer
+            )
 
-        return fn, {"runs": f"interface eval pass, tasks {sorted(tasks) or ['seg']}"}
+        return fn, {"runs": f"interface eval pass, tasks {sorted(tasks) or ['seg']} {self.infer}"}
 
     def _images(self, batch=1) -> torch.Tensor:
         return self._randn(batch, 3, self.size, self.size)

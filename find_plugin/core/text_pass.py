@@ -54,7 +54,7 @@ def zero_feature_pass(
                 ref.new_zeros(b, in_channels, h, w, dtype=dtype) for h, w in ZERO_FEATURE_SIZES
             ]
             mf = ref.new_zeros(b, mask_dim, *ZERO_MASK_FEATURE_SIZE, dtype=dtype)
-            rows.append(interface(feats, mf, {task: chunk})[output][:, 0])
+            rows.append(interface(feats, mf, {task: chunk}, aux_outputs=False)[output][:, 0])
     finally:
         interface.train(was_training)
     return torch.cat(rows)

@@ -249,7 +249,12 @@ class FIND(FINDModel):
         if interactive in self.train_tasks and interactive.wants_correction(self._generator):
             with torch.no_grad():
                 first = self.interface(
-                    feats, mask_features, inputs, class_bank=bank, generator=self._generator
+                    feats,
+                    mask_features,
+                    inputs,
+                    class_bank=bank,
+                    generator=self._generator,
+                    aux_outputs=False,
                 )
             corrected = interactive.add_corrections(batch.samples["interactive"], first)
             packed = interactive.pack_inputs(
@@ -307,7 +312,7 @@ class FIND(FINDModel):
             if self._eval_bank is None:
                 self._eval_bank = self._build_bank()
             bank = self._eval_bank
-        out = self.interface(feats, mask_features, inputs, class_bank=bank)
+        out = self.interface(feats, mask_features, inputs, class_bank=bank, aux_outputs=False)
         padded = tuple(images.tensor.shape[-2:])
         results = []
         for b, x in enumerate(batched_inputs):
@@ -394,7 +399,9 @@ class FIND(FINDModel):
             packed = task.pack_inputs(
                 [sample], project=self.interface.project_tokens, padded_size=sizes["padded_size"]
             )
-            o = self.interface(one, mask_features[b : b + 1], _to_device(packed, self.device))
+            o = self.interface(
+                one, mask_features[b : b + 1], _to_device(packed, self.device), aux_outputs=False
+            )
             return task.predict(o, 0, **sizes).cpu()
 
         if len(gt) == 0:
