@@ -9,15 +9,17 @@ side with another checkout.
     python tools/benchmark.py --device cuda --dtype bfloat16 --only interface
 
 Every figure is one call, repeated ``--repeat`` times after ``--warmup`` calls; the table gives
-the median and the range (min-max) of the time and the median working memory (CPU: peak RSS over
-the call minus RSS before it; CUDA: ``max_memory_allocated`` minus the allocation before it). The
-workloads are described in ``tools/benchmark_workloads.py``.
+the median and the range (min-max) of the wall-clock time and the median working memory (CPU:
+peak RSS over the call minus RSS before it; CUDA: ``max_memory_allocated`` minus the allocation
+before it). The workloads are described in ``tools/benchmark_workloads.py``.
 
 ``--baseline DIR`` runs the same figures from the checkout DIR (e.g. ``git worktree add
 /tmp/base <commit>``): both sides run in their own worker process (``PYTHONPATH`` = their
 checkout, same seeds, threads and sizes), called alternately, one call each in turn, so that load
 from other processes hits both alike; the table adds the ratio this / baseline of the medians and
-its range over the repeat rounds. Figures the older checkout cannot run are reported as skipped.
+its range over the repeat rounds, for wall-clock time, CPU time of the process (steadier when
+other processes share the cores) and working memory. Figures the older checkout cannot run are
+reported as skipped.
 """
 
 import argparse
@@ -180,6 +182,7 @@ def _summary(calls: List[dict]) -> dict:
     times = [c["time_s"] for c in calls]
     return {
         "time_s": statistics.median(times),
+        "cpu_s": statistics.median(c["cpu_s"] for c in calls),
         "time_min_s": min(times),
         "time_max_s": max(times),
         "mem_mb": statistics.median(c["mem_mb"] for c in calls),
@@ -206,12 +209,20 @@ def run_figure(figure: str, sides, args) -> dict:
     for side in live:
         side.request("release", figure)
         calls = res[side.name].pop("calls")
-        res[side.name].update(_summary(calls), raw_times_s=[c["time_s"] for c in calls])
+        res[side.name].update(
+            _summary(calls),
+            raw_times_s=[c["time_s"] for c in calls],
+            raw_cpu_s=[c["cpu_s"] for c in calls],
+        )
     if len(live) == 2:
         a, b = (res[s.name]["raw_times_s"] for s in live)
         per_round = sorted(x / y for x, y in zip(a, b))
         res["ratio"] = res[live[0].name]["time_s"] / res[live[1].name]["time_s"]
         res["ratio_range"] = [per_round[0], per_round[-1]]
+        a, b = (res[s.name]["raw_cpu_s"] for s in live)
+        per_round = sorted(x / y for x, y in zip(a, b))
+        res["cpu_ratio"] = res[live[0].name]["cpu_s"] / res[live[1].name]["cpu_s"]
+        res["cpu_ratio_range"] = [per_round[0], per_round[-1]]
         mb = res[live[1].name]["mem_mb"]
         res["mem_ratio"] = res[live[0].name]["mem_mb"] / mb if mb > 0 else None
     return res
@@ -249,15 +260,20 @@ def _fmt_row(r: dict, names: List[str]) -> str:
         )
     if "ratio" in r:
         lo, hi = r["ratio_range"]
+        clo, chi = r["cpu_ratio_range"]
         mem = f"{r['mem_ratio']:.2f}" if r.get("mem_ratio") is not None else "-"
-        cells.append(f"{r['ratio']:6.2f} ({lo:.2f}-{hi:.2f})  mem {mem}")
+        cells.append(
+            f"{r['ratio']:6.2f} ({lo:.2f}-{hi:.2f})  cpu {r['cpu_ratio']:.2f} ({clo:.2f}-{chi:.2f})"
+            f"  mem {mem}"
+        )
     return " ".join(cells)
 
 
 def print_table(results: List[dict], names: List[str], header: dict) -> None:
     print(" | ".join(f"{k}={v}" for k, v in header.items()))
     cols = "".join(f" {n + ': ms median (range) MB':>30s}" for n in names)
-    print(f"{'figure':<26s}{cols}" + ("   ratio this/baseline (range)" if len(names) > 1 else ""))
+    ratio = "   ratio this/baseline: wall (range), cpu (range), memory"
+    print(f"{'figure':<26s}{cols}" + (ratio if len(names) > 1 else ""))
     for r in results:
         print(_fmt_row(r, names))
         for n in names:

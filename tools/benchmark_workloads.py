@@ -2,11 +2,12 @@
 importable (this checkout, or an older one put first on ``PYTHONPATH`` by ``--baseline``).
 
 A :class:`Workloads` object builds its models once (seeded), then ``setup(figure)`` prepares a
-figure and ``call(figure)`` runs one call of it and returns ``{"time_s", "mem_mb"}``: wall-clock
-seconds and working memory (peak RSS over the call minus RSS before it on CPU, read from
-``/proc/self/status`` after resetting the peak through ``/proc/self/clear_refs``; on CUDA
-``max_memory_allocated`` minus the allocation before the call). Figures an older checkout cannot
-run raise :class:`Unsupported` at ``setup``.
+figure and ``call(figure)`` runs one call of it and returns ``{"time_s", "cpu_s", "mem_mb"}``:
+wall-clock seconds, CPU seconds of the process (all threads; steadier than wall-clock time when
+other processes load the machine) and working memory (peak RSS over the call minus RSS before it
+on CPU, read from ``/proc/self/status`` after resetting the peak through
+``/proc/self/clear_refs``; on CUDA ``max_memory_allocated`` minus the allocation before the call).
+Figures an older checkout cannot run raise :class:`Unsupported` at ``setup``.
 
 Figures (``--quick`` shrinks every size; full size = the released Focal-T model):
 
@@ -71,13 +72,14 @@ class _Meter:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
             self.before = _status_kb("VmRSS") * 1024
-        self.t0 = time.perf_counter()
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
         return self
 
     def __exit__(self, *exc):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.time_s = time.perf_counter() - self.t0
+        self.cpu_s = time.process_time() - self.c0
         if self.device.type == "cuda":
             peak = torch.cuda.max_memory_allocated(self.device)
         else:
@@ -241,7 +243,7 @@ class Workloads:
         fn = self._ready[figure]
         with _Meter(self.device) as m:
             fn()
-        return {"time_s": m.time_s, "mem_mb": m.mem_mb}
+        return {"time_s": m.time_s, "cpu_s": m.cpu_s, "mem_mb": m.mem_mb}
 
     def _setup_interface(self, figure):
         task = figure.split("/")[1]

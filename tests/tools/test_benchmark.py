@@ -29,6 +29,7 @@ def tool():
 def _figure_ok(entry: dict) -> None:
     assert entry["calls"] >= 1
     assert math.isfinite(entry["time_s"]) and entry["time_s"] > 0
+    assert math.isfinite(entry["cpu_s"]) and entry["cpu_s"] >= 0
     assert entry["time_min_s"] <= entry["time_s"] <= entry["time_max_s"]
     assert math.isfinite(entry["mem_mb"]) and entry["mem_mb"] >= 0
     assert entry["facts"]["runs"]
@@ -70,8 +71,10 @@ def test_baseline_runs_both_sides_alternately_and_gives_ratios(tool, tmp_path):
         for side in ("this", "baseline"):
             _figure_ok(r[side])
             assert len(r[side]["raw_times_s"]) == 2
-        lo, hi = r["ratio_range"]
-        assert lo <= hi and r["ratio"] > 0
+        for key in ("ratio", "cpu_ratio"):
+            lo, hi = r[f"{key}_range"]
+            assert 0 < lo <= hi and r[key] > 0
+        assert r["mem_ratio"] is None or r["mem_ratio"] >= 0
 
 
 def test_bad_arguments_fail_clearly(tool, tmp_path):
