@@ -306,7 +306,10 @@ def main(argv=None) -> int:
         if args.only:
             figures = [f for f in figures if f.split("/")[0] in args.only]
         t0 = time.perf_counter()
-        results = [run_figure(f, sides, args) for f in figures]
+        results = []
+        for f in figures:  # progress on stderr: a full run takes a while
+            results.append(run_figure(f, sides, args))
+            print(_fmt_row(results[-1], [s.name for s in sides]), file=sys.stderr, flush=True)
         settings = {
             k: getattr(args, k)
             for k in (

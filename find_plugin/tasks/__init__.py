@@ -4,7 +4,8 @@ One module per task, each registered here by explicit import: ``generic`` (panop
 semantic + the class bank), ``grounding`` (referring), ``interactive``, ``retrieval``,
 ``interleave`` and ``interleave_retrieval``. Each turns records into interface inputs and criterion
 targets (:mod:`.base`), simulates its prompts (:mod:`.prompts`), picks its predictions and computes
-its metrics (:mod:`.metrics`). The detectron2 and MMDetection adapters only convert their formats
+its metrics (:mod:`.metrics`); :mod:`.gallery` searches large retrieval galleries (exact streamed,
+or a faiss index). The detectron2 and MMDetection adapters only convert their formats
 around these. A new task is one module with a :class:`FINDTask` subclass decorated with
 :func:`register_task` (and, if it needs new embeddings, a core prototype and input kind).
 """
@@ -34,6 +35,7 @@ from .batch import (
     sample_record,
     task_losses,
 )
+from .gallery import ExactGallery, FaissGallery
 from .generic import GenericSegmentationTask
 from .grounding import GroundingTask
 from .interactive import InteractiveTask
@@ -46,6 +48,8 @@ __all__ = [
     "collate_samples",
     "sample_record",
     "criterion_loss_groups",
+    "ExactGallery",
+    "FaissGallery",
     "FINDTask",
     "GenericSegmentationTask",
     "get_task",
