@@ -144,8 +144,10 @@ class GenericSegmentationTask(FINDTask):
             output_size=output_size,
         )
         result: Dict[str, object] = {}
-        # sigmoid of the full-resolution masks, once for the three outputs that need it
-        prob = masks.sigmoid() if semantic_on or panoptic_on or instance_on else None
+        # sigmoid of the full-resolution masks, once for semantic and panoptic inference; freed
+        # before instance inference, which gathers its own rows (the peak memory stays that of
+        # one full-resolution copy besides the masks)
+        prob = masks.sigmoid() if semantic_on and panoptic_on else None
         if semantic_on:
             result["sem_seg"] = semantic_inference(mask_cls, masks, mask_prob=prob)
         if panoptic_on:
@@ -157,6 +159,7 @@ class GenericSegmentationTask(FINDTask):
                 overlap_threshold=overlap_threshold,
                 mask_prob=prob,
             )
+        del prob
         if instance_on:
             result["instances"] = instance_inference(
                 mask_cls,
@@ -164,6 +167,5 @@ class GenericSegmentationTask(FINDTask):
                 top_k=top_k,
                 is_thing=is_thing,
                 panoptic_on=panoptic_on,
-                mask_prob=prob,
             )
         return result
