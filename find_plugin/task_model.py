@@ -203,7 +203,12 @@ class FINDTaskModel(FINDModel):
         if interactive in self.train_tasks and interactive.wants_correction(self._generator):
             with torch.no_grad():
                 first = self.interface(
-                    feats, mask_features, inputs, class_bank=bank, generator=self._generator
+                    feats,
+                    mask_features,
+                    inputs,
+                    class_bank=bank,
+                    generator=self._generator,
+                    aux_outputs=False,
                 )
             corrected = interactive.add_corrections(batch.samples["interactive"], first)
             packed = interactive.pack_inputs(
@@ -276,7 +281,9 @@ class FINDTaskModel(FINDModel):
         # prompt points (visual entities, clicks) from the evaluation seed and the images
         ids = "|".join(str(i) for i in (image_ids or range(len(per_image))))
         generator = record_generator(self._opt("seed"), ids)
-        out = self.interface(feats, mask_features, inputs, class_bank=bank, generator=generator)
+        out = self.interface(
+            feats, mask_features, inputs, class_bank=bank, generator=generator, aux_outputs=False
+        )
         results = []
         for b in range(len(per_image)):
             sizes = dict(
@@ -382,6 +389,7 @@ class FINDTaskModel(FINDModel):
                 mask_features[b : b + 1],
                 move_to_device(packed, self.device),
                 generator=generator,
+                aux_outputs=False,
             )
             return task.predict(o, 0, **sizes).cpu()
 

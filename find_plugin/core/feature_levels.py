@@ -47,13 +47,16 @@ class FeatureLevels:
 
     ``maps[l]`` [B, C, h_l, w_l]: projected features + level embedding (sampled by the sampler);
     ``src[l]`` [B, h_l*w_l, C]: the same, flattened (content-attention keys/values);
-    ``pos[l]`` [B, h_l*w_l, C]: sine positional encoding (added to the keys);
+    ``pos[l]`` [B, h_l*w_l, C]: sine positional encoding;
+    ``keys[l]`` [B, h_l*w_l, C]: ``src + pos``, the content-attention keys (added once per pass,
+    shared by the layers reading level l);
     ``sizes[l]`` (h_l, w_l).
     """
 
     maps: List[torch.Tensor]
     src: List[torch.Tensor]
     pos: List[torch.Tensor]
+    keys: List[torch.Tensor]
     sizes: List[Tuple[int, int]]
 
     @property
@@ -97,12 +100,13 @@ def prepare_levels(
     hidden_dim: int,
 ) -> FeatureLevels:
     """features[l] [B, in_channels, h_l, w_l] -> :class:`FeatureLevels` (official order above)."""
-    maps, src, pos, sizes = [], [], [], []
+    maps, src, pos, keys, sizes = [], [], [], [], []
     for lvl, x in enumerate(features):
         f = input_proj[lvl](x) + level_embed.weight[lvl][None, :, None, None]
         maps.append(f)
         src.append(f.flatten(2).transpose(1, 2))
         pe = sine_position_encoding(f, num_pos_feats=hidden_dim // 2)
         pos.append(pe.flatten(2).transpose(1, 2))
+        keys.append(src[-1] + pos[-1])
         sizes.append(tuple(f.shape[-2:]))
-    return FeatureLevels(maps, src, pos, sizes)
+    return FeatureLevels(maps, src, pos, keys, sizes)

@@ -11,6 +11,13 @@ For the output rows x [B, N, C] of the combined sequence:
 6. class logits = exp(logit_scale) * cos(semantic, class bank) (object proposals);
 7. next-layer attention mask: sigmoid(bilinear resize(masks, level size)) < 0.5 (True = blocked).
 
+Between layers, when no per-layer outputs are wanted (inference without ``aux_outputs``), only
+step 7 is needed, and only at the next layer's level size: the masks are linear in the mask
+features and a bilinear resize is linear too, so resize(einsum(pixel, F)) = einsum(pixel,
+resize(F)). :meth:`PredictionHeads.attention_mask` computes it from the mask features resized
+once per pass (``attn_features``), on the mask rows only: a fraction of the work of
+full-resolution masks (the same logits up to float rounding).
+
 Re-implements (facts from the papers and code, no code copied):
 - FIND: Zou et al., "Interfacing Foundation Models' Embeddings", arXiv 2312.07532
   (github.com/UX-Decoder/FIND).
@@ -74,8 +81,23 @@ class PredictionHeads(nn.Module):
         blocked = None
         if attn_size is not None:
             resized = F.interpolate(masks, size=attn_size, mode="bilinear", align_corners=False)
-            blocked = (resized.sigmoid() < 0.5).flatten(2).detach()
+            blocked = _blocked(resized)
         return {"semantic": semantic, "pixel": pixel, "masks": masks, "attn_blocked": blocked}
+
+    def attention_mask(
+        self, x: torch.Tensor, attn_features: torch.Tensor, *, mask_rows: torch.Tensor
+    ) -> torch.Tensor:
+        """Only the next layer's attention mask: x [B, N, C] (output rows), ``attn_features``
+        [B, mask_dim, h, w] (mask features bilinearly resized to the level size), mask_rows [M]
+        -> attn_blocked [B, M, h*w] bool (True = blocked), as :meth:`forward` gives it. The image
+        query pooling only changes the image row, which has no mask: it is skipped."""
+        pixel = self.mask_embed(self.decoder_norm(x[:, mask_rows]))
+        return _blocked(torch.einsum("bqc,bchw->bqhw", pixel, attn_features))
+
+
+def _blocked(mask_logits: torch.Tensor) -> torch.Tensor:
+    """[B, M, h, w] logits -> [B, M, h*w] bool, True where sigmoid < 0.5 (attention blocked)."""
+    return (mask_logits.sigmoid() < 0.5).flatten(2).detach()
 
 
 @dataclass

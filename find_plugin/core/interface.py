@@ -40,7 +40,8 @@ Forward API (``FINDInterface.forward``)::
 
 Returns a dict with the named outputs of spec §1.5 present for the requested tasks (each
 (B, n, ...); masks (B, n, H/4, W/4)), ``aux_outputs`` (list: heads on the initial queries, then
-after every layer but the last; the top level is the last layer), ``item_padding`` (variable name
+after every layer but the last; the top level is the last layer; absent with
+``aux_outputs=False``), ``item_padding`` (variable name
 -> [B, n] bool, True = padded per-item query) and optionally ``class_bank``.
 
 Stages of :meth:`FINDInterface.forward`: feature levels -> variables -> sequence plan (layout and
@@ -57,6 +58,7 @@ Re-implements (facts from the papers and code, no code copied):
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .class_bank import ClassBank
@@ -204,16 +206,32 @@ class FINDInterface(nn.Module):
         )
 
     def run_layers(
-        self, plan: SequencePlan, levels: FeatureLevels, predict, mask_rows: torch.Tensor
+        self,
+        plan: SequencePlan,
+        levels: FeatureLevels,
+        predict,
+        mask_rows: torch.Tensor,
+        attention_mask=None,
     ) -> List[Dict[str, torch.Tensor]]:
         """Stage 4: heads on the initial rows, then each layer followed by the heads.
 
         ``predict(content, size) -> (outputs, attn_blocked)`` runs the heads, ``attn_blocked``
-        [B, M, h*w] being the masks of the sequence rows ``mask_rows`` [M] at the next layer's
-        level size; returns the outputs of every stage (initial rows first)."""
+        [B, M, h*w] being the masks of the sequence rows ``mask_rows`` [M] at level ``size``
+        (None: the last layer needs none). ``attention_mask(content, level) -> attn_blocked``,
+        when given, replaces ``predict`` before every layer but the last (no per-layer outputs).
+        Returns the outputs of every stage run through ``predict`` (initial rows first)."""
         content, pos = plan.content, plan.pos
-        outputs, blocked = predict(content, levels.sizes[0])
-        predictions = [outputs]
+        predictions = []
+
+        def heads(content, i):  # the heads after i layers; their mask feeds layer i
+            last = i == self.num_layers
+            if attention_mask is not None and not last:
+                return attention_mask(content, i % self.num_levels)
+            outputs, blocked = predict(content, None if last else levels.sizes[i % self.num_levels])
+            predictions.append(outputs)
+            return blocked
+
+        blocked = heads(content, 0)
         for i, layer in enumerate(self.layers):
             lvl = i % self.num_levels
             content, pos = plan.reset(content, pos, lvl)
@@ -222,14 +240,13 @@ class FINDInterface(nn.Module):
                 content,
                 pos,
                 levels.src[lvl],
-                levels.pos[lvl],
+                levels.keys[lvl],
                 cross_rows=plan.cross_rows,
                 key_rows=plan.key_rows,
                 cross_allowed=allowed,
                 self_allowed=plan.self_allowed,
             )
-            outputs, blocked = predict(content, levels.sizes[(i + 1) % self.num_levels])
-            predictions.append(outputs)
+            blocked = heads(content, i + 1)
         return predictions
 
     # ----------------------------------------------------------------------------------------
@@ -243,8 +260,12 @@ class FINDInterface(nn.Module):
         *,
         class_bank: Optional[torch.Tensor] = None,
         generator: Optional[torch.Generator] = None,
+        aux_outputs: bool = True,
     ) -> Dict:
-        """See the module docstring for the inputs and outputs."""
+        """See the module docstring for the inputs and outputs. ``aux_outputs=False`` (inference:
+        only the last layer's outputs are read) leaves out ``outputs["aux_outputs"]`` and computes
+        the attention masks between layers at the level resolution only (:meth:`PredictionHeads.
+        attention_mask`); it is ignored when training refreshes the class bank."""
         tasks = {name: (inp or {}) for name, inp in (tasks or {}).items()}
         levels = self.feature_levels(features, mask_features)
         specs, built, declarers = self.build_variables(tasks, levels, generator)
@@ -253,7 +274,7 @@ class FINDInterface(nn.Module):
         refresh = self._class_refresh(tasks, class_bank, out_plan)
         bank = {"current": class_bank}
 
-        def predict(content: torch.Tensor, attn_size: Tuple[int, int]):
+        def predict(content: torch.Tensor, attn_size: Optional[Tuple[int, int]]):
             h = self.heads(
                 content[:, out_plan.rows],
                 mask_features,
@@ -270,9 +291,13 @@ class FINDInterface(nn.Module):
                 bank["current"] = ClassBank.refreshed(class_bank, rows, all_gather_no_grad(indexes))
             return out_plan.organize(h, bank["current"], self.logit_scale), h["attn_blocked"]
 
-        predictions = self.run_layers(plan, levels, predict, out_plan.mask_seq_rows)
+        light = None
+        if not aux_outputs and refresh is None:
+            light = self._attention_masks(mask_features, levels, out_plan)
+        predictions = self.run_layers(plan, levels, predict, out_plan.mask_seq_rows, light)
         outputs = dict(predictions[-1])
-        outputs["aux_outputs"] = predictions[:-1]
+        if light is None:
+            outputs["aux_outputs"] = predictions[:-1]
         outputs["item_padding"] = {
             s.name: plan.layout.padding[:, slice(*plan.layout.slices[s.name])]
             for s in specs
@@ -281,6 +306,22 @@ class FINDInterface(nn.Module):
         if refresh is not None:
             outputs["class_bank"] = bank["current"].detach()
         return outputs
+
+    def _attention_masks(self, mask_features: torch.Tensor, levels: FeatureLevels, out: OutputPlan):
+        """``attention_mask(content, level) -> attn_blocked`` for :meth:`run_layers` when no
+        per-layer outputs are wanted: the mask features are resized to each level size once per
+        pass (shared by the layers of that level)."""
+        attn_features = [
+            F.interpolate(mask_features, size=sz, mode="bilinear", align_corners=False)
+            for sz in levels.sizes
+        ]
+
+        def attention_mask(content: torch.Tensor, level: int) -> torch.Tensor:
+            return self.heads.attention_mask(
+                content[:, out.rows], attn_features[level], mask_rows=out.mask_rows
+            )
+
+        return attention_mask
 
     def _class_refresh(
         self, tasks: Mapping[str, Mapping], class_bank: Optional[torch.Tensor], out: OutputPlan

@@ -141,23 +141,26 @@ class InterfaceLayer(nn.Module):
         content: torch.Tensor,
         pos: torch.Tensor,
         image: torch.Tensor,
-        image_pos: torch.Tensor,
+        image_keys: torch.Tensor,
         *,
         cross_rows: torch.Tensor,
         key_rows: torch.Tensor,
         cross_allowed: torch.Tensor,
         self_allowed: torch.Tensor,
     ) -> torch.Tensor:
-        """content / pos [B, N, C] (the combined sequence); image / image_pos [B, hw, C] (this
-        layer's level); cross_rows [Nc] long: the rows with a content-attention rule (only they
-        are updated by it); key_rows [Nk] long: the sequence rows some rule reads as token keys;
-        cross_allowed [B, Nc, hw + Nk] bool (image keys first); self_allowed [B, N, N] bool.
+        """content / pos [B, N, C] (the combined sequence); image [B, hw, C] (this layer's level)
+        and image_keys [B, hw, C] (image + its positional encoding); cross_rows [Nc] long: the
+        rows with a content-attention rule (only they are updated by it); key_rows [Nk] long: the
+        sequence rows some rule reads as token keys; cross_allowed [B, Nc, hw + Nk] bool (image
+        keys first); self_allowed [B, N, N] bool.
         Returns the new content [B, N, C]."""
         # One softmax over [image keys ; token keys]: a row reads one kind only, so this equals
         # the official separate image / token attentions.
         q = content + pos
-        keys = torch.cat([image + image_pos, q[:, key_rows]], dim=1)
-        values = torch.cat([image, content[:, key_rows]], dim=1)
+        keys, values = image_keys, image
+        if len(key_rows):  # no copy of the image keys when no rule reads tokens
+            keys = torch.cat([image_keys, q[:, key_rows]], dim=1)
+            values = torch.cat([image, content[:, key_rows]], dim=1)
         qc, vc = q[:, cross_rows], content[:, cross_rows]
         updated = self.cross_norm(vc + self.cross_attn(qc, keys, values, cross_allowed))
         content = content.index_copy(1, cross_rows, updated)

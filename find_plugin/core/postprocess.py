@@ -113,6 +113,10 @@ def resize_mask_logits(
 
 def _interpolate(x: torch.Tensor, size, mode: str, antialias: bool) -> torch.Tensor:
     size = tuple(int(s) for s in size)
+    if tuple(x.shape[-2:]) == size:
+        # align_corners=False at scale 1 samples every pixel at its own centre, where the
+        # bilinear and bicubic kernels weigh it 1 and its neighbours 0: the identity, skipped
+        return x
     return F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=antialias)
 
 
@@ -124,11 +128,27 @@ def _check_pair(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> None:
         )
 
 
-def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:
-    """Per-class score maps [K, H, W] = sum_q softmax(cls)[q, :K] * sigmoid(mask)[q]."""
+def _sigmoid(mask_pred: torch.Tensor, mask_prob: Optional[torch.Tensor]) -> torch.Tensor:
+    """sigmoid(mask_pred), or ``mask_prob`` when the caller computed it once for several steps."""
+    if mask_prob is None:
+        return mask_pred.sigmoid()
+    if mask_prob.shape != mask_pred.shape:
+        raise ValueError(
+            f"mask_prob {tuple(mask_prob.shape)} must be sigmoid(mask_pred), of its shape "
+            f"{tuple(mask_pred.shape)}"
+        )
+    return mask_prob
+
+
+def semantic_inference(
+    mask_cls: torch.Tensor, mask_pred: torch.Tensor, *, mask_prob: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """Per-class score maps [K, H, W] = sum_q softmax(cls)[q, :K] * sigmoid(mask)[q].
+    ``mask_prob``: sigmoid(mask_pred) if already computed (semantic, panoptic and instance
+    inference of one image share it)."""
     _check_pair(mask_cls, mask_pred)
     probs = mask_cls.softmax(-1)[:, :-1]
-    return torch.einsum("qc,qhw->chw", probs, mask_pred.sigmoid())
+    return torch.einsum("qc,qhw->chw", probs, _sigmoid(mask_pred, mask_prob))
 
 
 def panoptic_inference(
@@ -138,6 +158,7 @@ def panoptic_inference(
     is_thing: Sequence[bool],
     object_mask_threshold: float = 0.8,
     overlap_threshold: float = 0.8,
+    mask_prob: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, List[Dict]]:
     """Panoptic segmentation.
 
@@ -148,6 +169,7 @@ def panoptic_inference(
 
     Args:
         is_thing: K booleans, True = thing class.
+        mask_prob: sigmoid(mask_pred) if already computed.
     Returns:
         (panoptic_seg [H, W] int32 with 0 = void and segment ids 1..S, segments_info list of
         ``{"id", "isthing", "category_id"}``).
@@ -157,11 +179,15 @@ def panoptic_inference(
     if len(is_thing) != num_classes:
         raise ValueError(f"is_thing must have K={num_classes} entries, got {len(is_thing)}")
     scores, labels = mask_cls.softmax(-1).max(-1)
-    masks = mask_pred.sigmoid()
     keep = labels.ne(num_classes) & (scores > object_mask_threshold)
-    cur_scores, cur_classes, cur_masks = scores[keep], labels[keep], masks[keep]
-    height, width = masks.shape[-2:]
-    panoptic_seg = torch.zeros((height, width), dtype=torch.int32, device=masks.device)
+    cur_scores, cur_classes = scores[keep], labels[keep]
+    # the probabilities of the kept queries only
+    if mask_prob is None:
+        cur_masks = mask_pred[keep].sigmoid()
+    else:
+        cur_masks = _sigmoid(mask_pred, mask_prob)[keep]
+    height, width = mask_pred.shape[-2:]
+    panoptic_seg = torch.zeros((height, width), dtype=torch.int32, device=mask_pred.device)
     segments_info: List[Dict] = []
     if cur_masks.shape[0] == 0:
         return panoptic_seg, segments_info
@@ -197,11 +223,13 @@ def instance_inference(
     top_k: int = 100,
     is_thing: Optional[Sequence[bool]] = None,
     panoptic_on: bool = False,
+    mask_prob: Optional[torch.Tensor] = None,
 ) -> Dict[str, torch.Tensor]:
     """Instance segmentation: top-k (query, class) pairs over the Q x K class probabilities.
 
     Score = class prob x mean of sigmoid(mask) inside the binary mask (logit > 0). With
     ``panoptic_on``, pairs with a stuff class are removed (``is_thing`` required).
+    ``mask_prob``: sigmoid(mask_pred) if already computed.
 
     Returns:
         dict with ``pred_masks`` [k, H, W] bool, ``scores`` [k], ``pred_classes`` [k] int64 and
@@ -222,7 +250,9 @@ def instance_inference(
         cls_scores, classes, queries = cls_scores[keep], classes[keep], queries[keep]
     logits = mask_pred[queries]
     binary = logits > 0
-    prob = logits.sigmoid().flatten(1)
+    prob = (
+        logits.sigmoid() if mask_prob is None else _sigmoid(mask_pred, mask_prob)[queries]
+    ).flatten(1)
     area = binary.flatten(1).float()
     mask_scores = (prob * area).sum(1) / (area.sum(1) + 1e-6)
     return {

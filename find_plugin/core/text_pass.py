@@ -68,7 +68,7 @@ def zero_feature_pass(
             b = min(batch_size, n - s)
             feats = [ref.new_zeros(b, in_channels, h, w, dtype=dtype) for h, w in level_sizes]
             mf = ref.new_zeros(b, mask_dim, *mask_size, dtype=dtype)
-            rows.append(interface(feats, mf, {task: chunk})[output][:, 0])
+            rows.append(interface(feats, mf, {task: chunk}, aux_outputs=False)[output][:, 0])
     finally:
         interface.train(was_training)
     return torch.cat(rows)

@@ -160,7 +160,11 @@ class FINDPredictor:
             # for the same prompt on every run)
             generator = torch.Generator().manual_seed(self.seed)
             out = model.interface(
-                [f[:1] for f in feats], mask_features[:1], inputs, generator=generator
+                [f[:1] for f in feats],
+                mask_features[:1],
+                inputs,
+                generator=generator,
+                aux_outputs=False,  # only the final layer's predictions are read
             )
         sizes = dict(
             padded_size=padded,

@@ -5,7 +5,8 @@ semantic + the class bank), ``grounding`` (referring), ``interactive``, ``retrie
 ``interleave``, ``interleave_retrieval`` (text-only README protocol) and
 ``interleave_retrieval_visual`` (cross-image visual references). Each turns records into interface
 inputs and criterion targets (:mod:`.base`), simulates its prompts (:mod:`.prompts`), picks its
-predictions and computes its metrics (:mod:`.metrics`). The detectron2 and MMDetection adapters only
+predictions and computes its metrics (:mod:`.metrics`); :mod:`.gallery` searches large retrieval
+galleries (exact streamed, or a faiss index). The detectron2 and MMDetection adapters only
 convert their formats around these. A new task is one module with a :class:`FINDTask` subclass
 decorated with :func:`register_task` (and, if it needs new embeddings, a core prototype and input
 kind).
@@ -38,6 +39,7 @@ from .batch import (
     sample_record,
     task_losses,
 )
+from .gallery import ExactGallery, FaissGallery
 from .generic import GenericSegmentationTask
 from .grounding import GroundingTask
 from .interactive import InteractiveTask
@@ -51,6 +53,8 @@ __all__ = [
     "collate_samples",
     "sample_record",
     "criterion_loss_groups",
+    "ExactGallery",
+    "FaissGallery",
     "FINDTask",
     "GenericSegmentationTask",
     "get_task",

@@ -144,8 +144,12 @@ class GenericSegmentationTask(FINDTask):
             output_size=output_size,
         )
         result: Dict[str, object] = {}
+        # sigmoid of the full-resolution masks, once for semantic and panoptic inference; freed
+        # before instance inference, which gathers its own rows (the peak memory stays that of
+        # one full-resolution copy besides the masks)
+        prob = masks.sigmoid() if semantic_on and panoptic_on else None
         if semantic_on:
-            result["sem_seg"] = semantic_inference(mask_cls, masks)
+            result["sem_seg"] = semantic_inference(mask_cls, masks, mask_prob=prob)
         if panoptic_on:
             result["panoptic_seg"] = panoptic_inference(
                 mask_cls,
@@ -153,9 +157,15 @@ class GenericSegmentationTask(FINDTask):
                 is_thing=is_thing,
                 object_mask_threshold=object_mask_threshold,
                 overlap_threshold=overlap_threshold,
+                mask_prob=prob,
             )
+        del prob
         if instance_on:
             result["instances"] = instance_inference(
-                mask_cls, masks, top_k=top_k, is_thing=is_thing, panoptic_on=panoptic_on
+                mask_cls,
+                masks,
+                top_k=top_k,
+                is_thing=is_thing,
+                panoptic_on=panoptic_on,
             )
         return result

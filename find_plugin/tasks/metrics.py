@@ -241,12 +241,27 @@ def streamed_topk(
         best_i = torch.zeros(q.shape[0], 0, dtype=torch.long, device=q.device)
         for gs in range(0, gallery.shape[0], int(gallery_chunk)):
             scores = q @ gallery[gs : gs + int(gallery_chunk)].T
-            idx = torch.arange(gs, gs + scores.shape[1], device=q.device).expand_as(scores)
+            scores, idx = _chunk_candidates(scores, k, gs)
             # Earlier (lower-index) candidates come first, so the stable sort keeps ties in order.
             v, order = torch.cat([best_v, scores], 1).sort(dim=1, descending=True, stable=True)
             best_v, best_i = v[:, :k], torch.cat([best_i, idx], 1).gather(1, order[:, :k])
         out.append(best_i)
     return torch.cat(out) if out else torch.zeros(0, k, dtype=torch.long, device=queries.device)
+
+
+def _chunk_candidates(scores: torch.Tensor, k: int, offset: int):
+    """The only entries of a score chunk [q, c] that can enter a top-k: (scores [q, m], gallery
+    indices [q, m]) in increasing index order. Without a tie at a row's k-th place these are the
+    row's top-k (a linear-time ``topk`` instead of sorting the chunk); with one, the whole chunk,
+    so that the caller's stable sort still gives ties to the lower index."""
+    kk = min(k, scores.shape[1])
+    if kk < scores.shape[1]:
+        top = scores.topk(kk, dim=1)
+        if not bool(((scores >= top.values[:, -1:]).sum(1) > kk).any()):
+            cols = top.indices.sort(dim=1).values
+            return scores.gather(1, cols), cols + offset
+    idx = torch.arange(offset, offset + scores.shape[1], device=scores.device)
+    return scores, idx.expand_as(scores)
 
 
 def _normalise(x: torch.Tensor, name: str) -> torch.Tensor:

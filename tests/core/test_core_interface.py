@@ -354,3 +354,21 @@ def test_core_interface_old_token_mask_name_is_a_clear_error(tiny, tiny_model):
     tasks["retrieval"]["token_mask"] = tasks["retrieval"].pop("token_padding")
     with pytest.raises(ValueError, match="'token_mask' is now 'token_padding'"):
         tiny_model(feats, mf, tasks)
+
+
+def test_core_interface_without_aux_outputs_gives_the_same_outputs(tiny, tiny_model):
+    """``aux_outputs=False`` (inference) computes the masks between layers from mask features
+    resized to the level size (the mask head is linear): the same attention masks, hence the same
+    final outputs; no ``aux_outputs`` are returned."""
+    feats, mf, tasks = tiny.inputs(bsz=2)
+    tasks = tiny.project(tiny_model, tasks)
+    bank = torch.randn(5, tiny.config["dim_proj"])
+    with torch.no_grad():
+        full = tiny_model(feats, mf, tasks, class_bank=bank, generator=torch.Generator())
+        light = tiny_model(
+            feats, mf, tasks, class_bank=bank, generator=torch.Generator(), aux_outputs=False
+        )
+    assert "aux_outputs" not in light and set(light) == set(full) - {"aux_outputs"}
+    for name, value in full.items():
+        if torch.is_tensor(value):
+            torch.testing.assert_close(light[name], value, atol=1e-5, rtol=1e-5, msg=name)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from find_plugin.core.postprocess import (
+    RESIZE_RULES,
     grounding_pick,
     instance_inference,
     interactive_pick,
@@ -200,3 +201,46 @@ def test_interleave_official_rule_stretches_the_padded_border():
         atol=1e-4,
         rtol=1e-4,
     )
+
+
+@pytest.mark.parametrize("task", ["generic", "interactive", "interleave"])
+def test_resizes_to_the_same_size_equal_torch_interpolate(task):
+    """A resize to the size a map already has is skipped: the result must still be what
+    F.interpolate gives at scale 1 (bilinear, bicubic, antialiased bicubic)."""
+    x = torch.randn(3, 20, 24, generator=torch.Generator().manual_seed(0))
+    mode, aa = RESIZE_RULES[task].to_output  # padded -> image size is a no-op crop here
+    out = resize_mask_logits(
+        x, padded_size=(20, 24), image_size=(20, 24), output_size=(20, 24), task=task
+    )
+    ref = torch.nn.functional.interpolate(
+        x[None], size=(20, 24), mode=mode, align_corners=False, antialias=aa
+    )[0]
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    # one side of the same size is not the same size: that resize happens
+    wider = resize_mask_logits(
+        x, padded_size=(20, 24), image_size=(20, 24), output_size=(20, 30), task=task
+    )
+    ref = torch.nn.functional.interpolate(
+        x[None], size=(20, 30), mode=mode, align_corners=False, antialias=aa
+    )[0]
+    torch.testing.assert_close(wider, ref, atol=1e-5, rtol=0)
+
+
+def test_shared_mask_probabilities_give_the_same_results():
+    g = torch.Generator().manual_seed(1)
+    mask_cls, mask_pred = torch.randn(6, 4, generator=g) * 3, torch.randn(6, 5, 7, generator=g)
+    prob = torch.sigmoid(mask_pred)
+    torch.testing.assert_close(
+        semantic_inference(mask_cls, mask_pred, mask_prob=prob),
+        semantic_inference(mask_cls, mask_pred),
+    )
+    kw = dict(is_thing=[True, False, True], object_mask_threshold=0.0, overlap_threshold=0.0)
+    seg, info = panoptic_inference(mask_cls, mask_pred, mask_prob=prob, **kw)
+    ref_seg, ref_info = panoptic_inference(mask_cls, mask_pred, **kw)
+    assert torch.equal(seg, ref_seg) and info == ref_info and len(info) > 0
+    inst = instance_inference(mask_cls, mask_pred, top_k=5, mask_prob=prob)
+    ref = instance_inference(mask_cls, mask_pred, top_k=5)
+    for k in ref:
+        torch.testing.assert_close(inst[k], ref[k])
+    with pytest.raises(ValueError, match="must be sigmoid"):
+        semantic_inference(mask_cls, mask_pred, mask_prob=prob[:, :2])

@@ -1,0 +1,85 @@
+"""tools/benchmark.py --quick produces every figure, for one checkout and side by side, and writes
+well-formed JSON (no timed assertion: the speed targets are checked by running the benchmark)."""
+
+import importlib.util
+import json
+import math
+import pathlib
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TOOL = ROOT / "tools" / "benchmark.py"
+QUICK = ["--quick", "--warmup", "0", "--gallery-sizes", "500", "1000", "--gallery-queries", "8"]
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("find_benchmark_tool", TOOL)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def tool():
+    return _tool()
+
+
+def _figure_ok(entry: dict) -> None:
+    assert entry["calls"] >= 1
+    assert math.isfinite(entry["time_s"]) and entry["time_s"] > 0
+    assert math.isfinite(entry["cpu_s"]) and entry["cpu_s"] >= 0
+    assert entry["time_min_s"] <= entry["time_s"] <= entry["time_max_s"]
+    assert math.isfinite(entry["mem_mb"]) and entry["mem_mb"] >= 0
+    assert entry["facts"]["runs"]
+
+
+def test_quick_run_reports_every_figure(tool, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert tool.main(QUICK + ["--json", str(out)]) == 0
+    report = json.loads(out.read_text())  # well-formed JSON
+    expected = (
+        [f"interface/{t}" for t in ("seg", "grounding", "spatial", "retrieval", "interleave")]
+        + ["interface/fused", "vision/backbone", "vision/pixel_decoder", "image_path"]
+        + ["train_step"]
+        + [f"gallery/{k}/{n}" for n in (500, 1000) for k in ("exact", "faiss")]
+    )
+    assert [r["figure"] for r in report["results"]] == expected
+    for r in report["results"]:
+        _figure_ok(r["this"])
+        if r["figure"].startswith("gallery/faiss"):
+            assert 0.0 <= r["this"]["facts"]["recall@10"] <= 1.0
+    assert "meta-architecture" in report["results"][8]["this"]["facts"]["runs"]
+    s = report["settings"]
+    assert s["quick"] and s["size"] == 64 and s["repeat"] == 1 and s["seed"] == 0
+    assert report["machine"]["torch"] and report["machine"]["threads"] >= 1
+    printed = capsys.readouterr().out
+    assert "seed=0" in printed and "dtype=float32" in printed
+    assert all(name in printed for name in expected)
+
+
+def test_baseline_runs_both_sides_alternately_and_gives_ratios(tool, tmp_path):
+    """The checkout itself as its 'baseline': both worker processes answer every figure."""
+    out = tmp_path / "side.json"
+    args = QUICK + ["--only", "interface", "--repeat", "2", "--baseline", str(ROOT)]
+    assert tool.main(args + ["--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["checkouts"]) == {"this", "baseline"}
+    assert len(report["results"]) == 6
+    for r in report["results"]:
+        for side in ("this", "baseline"):
+            _figure_ok(r[side])
+            assert len(r[side]["raw_times_s"]) == 2
+        for key in ("ratio", "cpu_ratio"):
+            lo, hi = r[f"{key}_range"]
+            assert 0 < lo <= hi and r[key] > 0
+        assert r["mem_ratio"] is None or r["mem_ratio"] >= 0
+
+
+def test_bad_arguments_fail_clearly(tool, tmp_path):
+    with pytest.raises(SystemExit):
+        tool.main(["--size", "100"])
+    with pytest.raises(SystemExit):
+        tool.main(["--baseline", str(tmp_path)])  # no find_plugin there
+    assert sys.modules.get("benchmark_workloads") is not None
