@@ -266,9 +266,17 @@ def register_find_coco_entity(
 
 
 def register_all_find_coco_entity(root: str) -> None:
-    """Register :data:`PREDEFINED_FIND_COCO_ENTITY` under ``root`` (reads no file)."""
+    """Register :data:`PREDEFINED_FIND_COCO_ENTITY` and :data:`PREDEFINED_FIND_COCO_INTERLEAVE`
+    under ``root`` (reads no file)."""
     meta = coco_panoptic_metadata()
-    for name, (split, entity_file, training) in PREDEFINED_FIND_COCO_ENTITY.items():
+    splits = [
+        (name, split, entity_file, dict(training=training))
+        for name, (split, entity_file, training) in PREDEFINED_FIND_COCO_ENTITY.items()
+    ] + [
+        (name, split, references_file, dict(find_eval_tasks=COCO_INTERLEAVE_EVAL_TASKS))
+        for name, (split, references_file) in PREDEFINED_FIND_COCO_INTERLEAVE.items()
+    ]
+    for name, split, entity_file, options in splits:
         p = coco_panoptic_paths(root, split)
         register_find_coco_entity(
             name,
@@ -278,17 +286,5 @@ def register_all_find_coco_entity(root: str) -> None:
             p["panoptic_json"],
             os.path.join(os.path.dirname(p["panoptic_json"]), entity_file),
             p["captions_json"],
-            training=training,
-        )
-    for name, (split, references_file) in PREDEFINED_FIND_COCO_INTERLEAVE.items():
-        p = coco_panoptic_paths(root, split)
-        register_find_coco_entity(
-            name,
-            meta,
-            p["image_root"],
-            p["panoptic_root"],
-            p["panoptic_json"],
-            os.path.join(os.path.dirname(p["panoptic_json"]), references_file),
-            p["captions_json"],
-            find_eval_tasks=COCO_INTERLEAVE_EVAL_TASKS,
+            **options,
         )
