@@ -4,6 +4,7 @@ joined per image, tasks declared from the files given, errors for annotations of
 
 import importlib.util
 import itertools
+import json
 import pathlib
 import pickle
 
@@ -155,3 +156,35 @@ def test_train_net_register_runs_the_users_registration_file(demo, tmp_path):
     assert len(DatasetCatalog.get(name)) == 6
     with pytest.raises(FileNotFoundError, match="--register: file .*nope.py"):
         train_net.register_datasets(str(tmp_path / "nope.py"))
+
+
+def test_held_out_images_are_left_out_after_the_joins(demo, caplog):
+    import functools
+    import logging
+
+    from find_plugin.d2.datasets import held_out_image_ids
+
+    refs = pickle.load(open(demo["refs_pickle"], "rb"))
+    karpathy = json.load(open(demo["karpathy_json"]))
+    held = {r["image_id"] for r in refs if r["split"] == "train"}
+    held_k = {i["cocoid"] for i in karpathy["images"] if i["split"] == "test"}
+    ids = held_out_image_ids(
+        "x",
+        refs_file=demo["refs_pickle"],
+        refs_splits=("train",),
+        karpathy_json=demo["karpathy_json"],
+    )
+    assert ids == held | held_k and held and held_k
+    name = f"find_demo_held_out_{next(_COUNT)}"
+    exclude = functools.partial(
+        held_out_image_ids, name, refs_file=demo["refs_pickle"], refs_splits=("train",)
+    )
+    _register(demo, name, "train", entity_json=demo["entity_train_json"], exclude_images=exclude)
+    with caplog.at_level(logging.INFO, logger="find_plugin.d2.datasets.find_dataset"):
+        dicts = DatasetCatalog.get(name)
+    assert {d["image_id"] for d in dicts} == {
+        d["image_id"] for d in DatasetCatalog.get(f"{demo['prefix']}_train")
+    } - held
+    assert f"{6 - len(dicts)} of 6 images left out" in caplog.text
+    with pytest.raises(FileNotFoundError, match="refs pickle"):
+        held_out_image_ids("x", refs_file=str(pathlib.Path(demo["root"]) / "nope.p"))

@@ -18,6 +18,7 @@ entity sentences, joined per image; ``docs/custom_dataset.md``) with :func:`pano
 of its categories, or :func:`register_find_karpathy` for a retrieval-only split.
 """
 
+import functools
 import os
 
 from .coco_panoptic import (
@@ -40,7 +41,12 @@ from .find_bench import (
     register_all_find_coco_entity,
     register_find_coco_entity,
 )
-from .find_dataset import default_find_tasks, load_find_dataset, register_find_dataset
+from .find_dataset import (
+    default_find_tasks,
+    held_out_image_ids,
+    load_find_dataset,
+    register_find_dataset,
+)
 from .karpathy import (
     KARPATHY_SPLITS,
     karpathy_paths,
@@ -61,6 +67,7 @@ from .safe_pickle import UnsafePickleError, load_plain_pickle
 __all__ = [
     "DEMO_SPLITS",
     "default_find_tasks",
+    "held_out_image_ids",
     "demo_metadata",
     "demo_paths",
     "load_find_dataset",
@@ -123,10 +130,9 @@ def _register_builtin() -> None:
 
 def register_find_coco_joined(root: str, name: str = "find_coco_2017_train_joined") -> None:
     """Register COCO train2017 panoptic + captions + RefCOCOg (umd) train refs + COCO-Entity train
-    sentences, joined per image (spec §4 training data), under ``root`` (reads no file).
-
-    Not reproduced: the official set also leaves out the RefCOCOg-umd val and Karpathy val/test
-    images (``*_filtrefgumdval_filtvlp``); filter ``panoptic_train2017.json`` for that."""
+    sentences, joined per image (spec §4 training data), under ``root`` (reads no file). As the
+    official set (``*_filtrefgumdval_filtvlp``), the images of the RefCOCOg-umd val / test refs
+    and of the Karpathy val / test splits (``coco/annotations/dataset_coco.json``) are left out."""
     coco = coco_panoptic_paths(root, "train2017")
     refs = refcoco_paths(root, "refcocog", "umd")
     register_find_dataset(
@@ -138,6 +144,12 @@ def register_find_coco_joined(root: str, name: str = "find_coco_2017_train_joine
         refs_instances_json=refs["instances_json"],
         refs_split="train",
         entity_json=os.path.join(os.path.dirname(coco["panoptic_json"]), "entity_train2017.json"),
+        exclude_images=functools.partial(
+            held_out_image_ids,
+            name,
+            refs_file=refs["refs_file"],
+            karpathy_json=karpathy_paths(root)["json_file"],
+        ),
     )
 
 

@@ -28,16 +28,25 @@ given can feed (:func:`default_find_tasks`).
 """
 
 import functools
-from typing import Mapping, Optional, Sequence, Tuple
+import logging
+from typing import Callable, Iterable, Mapping, Optional, Sequence, Set, Tuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .coco_panoptic import load_find_coco_panoptic
-from .common import read_json
+from .common import read_json, require_file
 from .find_bench import parse_entity_annotations
 from .refcoco import load_grounding_info
+from .safe_pickle import load_plain_pickle
 
-__all__ = ["default_find_tasks", "load_find_dataset", "register_find_dataset"]
+__all__ = [
+    "default_find_tasks",
+    "held_out_image_ids",
+    "load_find_dataset",
+    "register_find_dataset",
+]
+
+logger = logging.getLogger(__name__)
 
 _METADATA_KEYS = (
     "thing_classes",
@@ -78,10 +87,14 @@ def load_find_dataset(
     refs_instances_json: Optional[str] = None,
     refs_split: Optional[str] = None,
     entity_json: Optional[str] = None,
+    exclude_images: Optional[Callable[[], Iterable[int]]] = None,
 ) -> list:
     """Dataset dicts of :func:`~.coco_panoptic.load_find_coco_panoptic` plus, per image,
     ``grounding_info`` (when ``refs_file`` is given; ``[]`` for an image without refs) and
-    ``entity_info`` (when ``entity_json`` is given; ``[]`` for an image without sentences)."""
+    ``entity_info`` (when ``entity_json`` is given; ``[]`` for an image without sentences).
+    ``exclude_images()`` gives image ids left out after the joins (e.g.
+    :func:`held_out_image_ids`: the images of other benchmarks' evaluation splits); how many
+    were left out is logged."""
     dicts = load_find_coco_panoptic(
         name,
         metadata,
@@ -110,7 +123,42 @@ def load_find_dataset(
         entities = parse_entity_annotations(entity_json, data, segment_ids, dataset_name=name)
         for d in dicts:
             d["entity_info"] = list(entities.get(d["image_id"], []))
+    if exclude_images is not None:
+        held_out = set(int(i) for i in exclude_images())
+        kept = [d for d in dicts if d["image_id"] not in held_out]
+        logger.info(
+            "dataset %r: %d of %d images left out (held-out evaluation images)",
+            name,
+            len(dicts) - len(kept),
+            len(dicts),
+        )
+        dicts = kept
     return dicts
+
+
+def held_out_image_ids(
+    name: str,
+    *,
+    refs_file: Optional[str] = None,
+    refs_splits: Sequence[str] = ("val", "test"),
+    karpathy_json: Optional[str] = None,
+    karpathy_splits: Sequence[str] = ("val", "test"),
+) -> Set[int]:
+    """Image ids of the refs of ``refs_splits`` in ``refs_file`` and of the images of
+    ``karpathy_splits`` in a Karpathy ``karpathy_json``: what the official FIND training set
+    leaves out of COCO train2017 (``*_filtrefgumdval_filtvlp``: RefCOCOg-umd val and Karpathy
+    val/test images, spec §4). Each file given must exist."""
+    ids: Set[int] = set()
+    if refs_file:
+        require_file(refs_file, dataset_name=name, what="refs pickle (held-out images)")
+        refs = load_plain_pickle(refs_file)
+        ids |= {int(r["image_id"]) for r in refs if r.get("split") in refs_splits}
+    if karpathy_json:
+        data = read_json(karpathy_json, dataset_name=name, what="Karpathy split file")
+        for img in data.get("images", []):
+            if img.get("split") in karpathy_splits:
+                ids.add(int(img.get("cocoid", img.get("imgid"))))
+    return ids
 
 
 def _check_joined(name, source, per_image, by_id, panoptic_json) -> None:
@@ -138,6 +186,7 @@ def register_find_dataset(
     refs_instances_json: Optional[str] = None,
     refs_split: Optional[str] = None,
     entity_json: Optional[str] = None,
+    exclude_images: Optional[Callable[[], Iterable[int]]] = None,
     find_train_tasks: Optional[Sequence[str]] = None,
     find_eval_tasks: Optional[Sequence[str]] = None,
     find_eval_mapper: str = "find_panoptic_eval",
@@ -147,7 +196,8 @@ def register_find_dataset(
     ``metadata``: class lists and id maps (:func:`~.common.panoptic_metadata` of the categories).
     ``training``: declares ``find_train_tasks`` (default :func:`default_find_tasks`); an
     evaluation split declares none. ``require_captions`` (default: ``training`` and captions
-    given) makes an image without a caption an error. ``MetadataCatalog.get(name)`` gets
+    given) makes an image without a caption an error. ``exclude_images``: see
+    :func:`load_find_dataset`. ``MetadataCatalog.get(name)`` gets
     detectron2's usual keys (``image_root``, ``panoptic_root``, ``panoptic_json``, ``json_file``
     (instances json, for ``COCOEvaluator``), ``sem_seg_root``, ``evaluator_type=
     "coco_panoptic_seg"``, ``ignore_label=255``, ``label_divisor=1000``), the joined files
@@ -182,6 +232,7 @@ def register_find_dataset(
             refs_instances_json=refs_instances_json,
             refs_split=refs_split,
             entity_json=entity_json,
+            exclude_images=exclude_images,
         ),
     )
     MetadataCatalog.get(name).set(
