@@ -18,10 +18,11 @@ is registered the same way as COCO::
         entity_json=".../entity_train2017.json",
     )
 
-Joins are by image id: ``grounding_info`` (:func:`~.refcoco.load_grounding_info`) and
-``entity_info`` (:func:`~.find_bench.parse_entity_annotations`, phrases = panoptic segment ids
-of the image). Every ref and every entity sentence must belong to an image of the panoptic set:
-one that does not is an error naming the file and the image (nothing is dropped silently).
+Joins are by image id: ``grounding_info`` (:func:`find_plugin.data.refcoco.load_grounding_info`)
+and ``entity_info`` (:func:`find_plugin.data.entities.parse_entity_annotations`, phrases =
+panoptic segment ids of the image). Every ref and every entity sentence must belong to an image
+of the panoptic set: one that does not is an error naming the file and the image (nothing is
+dropped silently).
 
 Tasks (``find_train_tasks`` / ``find_eval_tasks`` of the metadata) default to what the files
 given can feed (:func:`default_find_tasks`).
@@ -32,10 +33,10 @@ from typing import Mapping, Optional, Sequence, Tuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from ...data.entities import parse_entity_annotations
+from ...data.files import read_json
+from ...data.refcoco import check_images_joined, load_grounding_info
 from .coco_panoptic import load_find_coco_panoptic
-from .common import read_json
-from .find_bench import parse_entity_annotations
-from .refcoco import load_grounding_info
 
 __all__ = ["default_find_tasks", "load_find_dataset", "register_find_dataset"]
 
@@ -100,7 +101,7 @@ def load_find_dataset(
                 "instances.json) and refs_split (e.g. 'train')"
             )
         per_image, _ = load_grounding_info(name, refs_file, refs_instances_json, refs_split)
-        _check_joined(name, refs_file, per_image, by_id, panoptic_json)
+        check_images_joined(name, refs_file, per_image, by_id, panoptic_json)
         for d in dicts:
             d["grounding_info"] = list(per_image.get(d["image_id"], []))
     if entity_json:
@@ -111,15 +112,6 @@ def load_find_dataset(
         for d in dicts:
             d["entity_info"] = list(entities.get(d["image_id"], []))
     return dicts
-
-
-def _check_joined(name, source, per_image, by_id, panoptic_json) -> None:
-    outside = [i for i in per_image if i not in by_id]
-    if outside:
-        raise ValueError(
-            f"dataset {name!r}: {source} annotates image {outside[0]}, which is not in "
-            f"{panoptic_json} ({len(outside)} such images); join only refs of the panoptic split"
-        )
 
 
 def register_find_dataset(
