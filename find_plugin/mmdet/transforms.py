@@ -193,10 +193,13 @@ class FINDLoadTaskMasks(BaseTransform):
         return results
 
 
-def pop_task_masks(results: dict) -> Dict[tuple, torch.Tensor]:
+def pop_task_masks(results: dict) -> Optional[Dict[tuple, torch.Tensor]]:
     """Take the entries of :class:`FINDLoadTaskMasks` out of ``results``' ``gt_*`` fields;
-    return ``{key: [h, w] bool}`` of those that are left (a crop may drop some)."""
-    keys = results.pop(TASK_MASK_KEYS, None)
+    return ``{key: [h, w] bool}`` of those that are left (a crop may drop some), or None when
+    :class:`FINDLoadTaskMasks` did not run."""
+    if TASK_MASK_KEYS not in results:
+        return None
+    keys = results.pop(TASK_MASK_KEYS)
     if not keys or "gt_bboxes_labels" not in results:
         return {}
     labels = np.asarray(results["gt_bboxes_labels"])
@@ -302,6 +305,14 @@ class FINDSampleTasks(BaseTransform):
         ``grounding_masks`` / ``interleave_masks`` of ``gt`` (size of the loaded masks: the
         original one in the evaluation pipeline)."""
         size = tuple(record["image_size"])
+        if task_masks is None:
+            if results.get("grounding_info") or results.get("entity_info"):
+                raise KeyError(
+                    f"img_id {results.get('img_id')} has grounding_info / entity_info but the "
+                    "pipeline did not run FINDLoadTaskMasks: add dict(type='FINDLoadTaskMasks') "
+                    "right after LoadPanopticAnnotations"
+                )
+            task_masks = {}
         # size of the loaded (and transformed) masks: the ground truth's in evaluation
         shape = _mask_shape(results, size)
 

@@ -168,3 +168,15 @@ def test_loss_trains_grounding_and_interleave(built):
     for key in ("loss_grounding_bce", "loss_grounding_dice", "loss_interleave_bce"):
         assert key in losses, (key, sorted(losses))
         assert torch.isfinite(losses[key]) and losses[key] > 0, key
+
+
+def test_pipeline_without_find_load_task_masks_fails(built):
+    """Refs without their masks would train on empty masks: the pipeline must say what to add."""
+    from mmdet.registry import DATASETS
+
+    cfg, _, _ = built
+    ds_cfg = cfg.val_dataloader.dataset.copy()
+    ds_cfg.pipeline = [t for t in ds_cfg.pipeline if t["type"] != "FINDLoadTaskMasks"]
+    ds = DATASETS.build(ds_cfg)
+    with pytest.raises(KeyError, match="FINDLoadTaskMasks"):
+        ds[0]
