@@ -5,7 +5,8 @@ allow_failed_imports=False)``. Registered (all names carry the FIND prefix):
 
 * ``MODELS``: ``FINDDetector`` (:mod:`.detector`), ``FINDFocalNet``, ``FINDEfficientNetLite0``,
   ``FINDTransformerEncoderPixelDecoder``, ``FINDInterface`` (:mod:`.components`);
-* ``TRANSFORMS``: ``FINDSampleTasks``, ``PackFINDInputs`` (:mod:`.transforms`);
+* ``TRANSFORMS``: ``FINDLoadTaskMasks``, ``FINDSampleTasks``, ``PackFINDInputs``
+  (:mod:`.transforms`);
 * ``DATASETS``: ``FINDCocoPanopticDataset`` (:mod:`.datasets`);
 * ``METRICS``: ``FINDGroundingMetric``, ``FINDInteractiveMetric``, ``FINDRetrievalMetric``
   (:mod:`.metrics`);
@@ -24,10 +25,11 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 from . import components, datasets, detector, hooks, metrics, transforms  # noqa: F401,E402
 from .detector import FINDDetector  # noqa: E402
 from .panoptic import INSTANCE_OFFSET, core_to_mmdet_panoptic, mmdet_to_core_panoptic  # noqa: E402
-from .transforms import FINDSampleTasks, PackFINDInputs  # noqa: E402
+from .transforms import FINDLoadTaskMasks, FINDSampleTasks, PackFINDInputs  # noqa: E402
 
 __all__ = [
     "FINDDetector",
+    "FINDLoadTaskMasks",
     "FINDSampleTasks",
     "INSTANCE_OFFSET",
     "PackFINDInputs",

@@ -123,6 +123,8 @@ class FINDDetector(FINDTaskModel, BaseDetector):
         train_backbone / train_pixel_decoder: make that part trainable (default frozen).
         test_cfg: inference options (keys of :data:`~find_plugin.task_model.TEST_DEFAULTS`).
         seed: seed of the model-side random choices.
+        backbone_cache_size: images whose frozen backbone features are cached by content (0 =
+            off; detectron2's ``MODEL.FIND_VISION.BACKBONE_CACHE_SIZE``).
         data_preprocessor: mmdet's ``DetDataPreprocessor`` config (normalisation, padding).
     """
 
@@ -142,6 +144,7 @@ class FINDDetector(FINDTaskModel, BaseDetector):
         test_cfg: Optional[Mapping] = None,
         train_cfg: Optional[Mapping] = None,
         seed: int = 0,
+        backbone_cache_size: int = 0,
         data_preprocessor: Optional[dict] = None,
         init_cfg: Optional[dict] = None,
     ):
@@ -183,6 +186,7 @@ class FINDDetector(FINDTaskModel, BaseDetector):
             is_thing=is_thing_list(meta),
             test={k: v for k, v in dict(test_cfg or {}).items() if k in TEST_DEFAULTS},
             seed=seed,
+            backbone_cache_size=backbone_cache_size,
         )
         # BaseDetector.__init__ ran inside FINDVisionModel's super().__init__() with defaults.
         if data_preprocessor is not None:

@@ -6,6 +6,9 @@ layer's record (:mod:`find_plugin.tasks.base`) and draws every task's sample wit
 features), from a generator seeded by ``(seed, img_id[, call count])``
 (:func:`find_plugin.tasks.record_generator`): the same numbers on every run.
 ``PackFINDInputs`` is ``PackDetInputs`` that also packs the FIND samples and ground truth.
+``FINDLoadTaskMasks`` (right after ``LoadPanopticAnnotations``) adds the masks of the grounding
+refs and of the entity phrases to ``gt_masks`` so that mmdet's geometric transforms move them
+exactly as the panoptic masks.
 
 Record from the results (after ``LoadPanopticAnnotations`` and any resize / flip / crop):
 
@@ -14,30 +17,50 @@ Record from the results (after ``LoadPanopticAnnotations`` and any resize / flip
   are dropped;
 * stuff: one mask per stuff class present in ``gt_seg_map`` (255 = void; thing labels skipped);
 * ``captions`` (a list of str, e.g. from :class:`~find_plugin.mmdet.datasets.
-  FINDCocoPanopticDataset`).
+  FINDCocoPanopticDataset`);
+* ``groundings`` / ``entities`` from the dataset's ``grounding_info`` / ``entity_info`` with the
+  masks of :class:`FINDLoadTaskMasks` (:mod:`find_plugin.data.records`, shared with the
+  detectron2 mappers): a ref or phrase whose mask a crop removed gets an empty mask, as on the
+  detectron2 side.
 
 Masks not at ``img_shape`` (the evaluation pipeline loads annotations after ``Resize``, at the
 original size, as the metrics want) are resized to it (nearest) for the record; in evaluation the
-original-size masks give ``find_gt["interactive_masks"]`` (one per segment, in record order) and
-the captions ``find_gt["captions"]``. A segment the resize erases is dropped from both.
+original-size masks give ``find_gt["interactive_masks"]`` (one per segment, in record order),
+``find_gt["grounding_masks"]`` (one per grounding entry), ``find_gt["interleave_masks"]`` (the
+phrases of the first sentence) and the captions ``find_gt["captions"]``. A segment the resize
+erases is dropped from the interactive record and ground truth.
 """
 
-from typing import List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+import mmcv
 import numpy as np
 import torch
 import torch.nn.functional as F
 from mmcv.transforms import BaseTransform
 from mmdet.datasets.transforms import PackDetInputs
 from mmdet.registry import TRANSFORMS
+from mmdet.structures.mask import BitmapMasks
+from mmengine.fileio import get
 
+from ..data import (
+    decode_grounding_masks,
+    entity_records,
+    entity_segment_ids,
+    grounding_records,
+    interleave_ground_truth,
+    rgb2id,
+)
 from ..tasks import record_generator, sample_record
 from .components import build_find_tasks, resolve_metainfo
 from .detector import build_language
 
-__all__ = ["FINDSampleTasks", "PackFINDInputs", "segments_of_results"]
+__all__ = ["FINDLoadTaskMasks", "FINDSampleTasks", "PackFINDInputs", "segments_of_results"]
 
 IGNORE_LABEL = 255
+#: results key of FINDLoadTaskMasks: ("grounding", ref index) / ("entity", segment id) per extra
+TASK_MASK_KEYS = "find_task_mask_keys"
+_GT_KEYS = ("gt_bboxes", "gt_bboxes_labels", "gt_ignore_flags")
 
 
 def _masks_array(masks) -> np.ndarray:
@@ -83,12 +106,114 @@ def segments_of_results(
     return torch.tensor(labels, dtype=torch.long), out
 
 
+def _mask_shape(results: Mapping, size) -> Tuple[int, int]:
+    """(h, w) of the loaded masks (``gt_seg_map`` / ``gt_masks``), else ``size``."""
+    if results.get("gt_seg_map") is not None:
+        return tuple(np.asarray(results["gt_seg_map"]).shape[:2])
+    if "gt_masks" in results:
+        m = results["gt_masks"]
+        return (int(m.height), int(m.width))
+    return tuple(size)
+
+
 def _resize(masks: torch.Tensor, size) -> torch.Tensor:
     if tuple(masks.shape[-2:]) == tuple(size):
         return masks
     if not len(masks):
         return torch.zeros(0, *size, dtype=torch.bool)
     return F.interpolate(masks[None].float(), size=tuple(size), mode="nearest")[0] > 0.5
+
+
+@TRANSFORMS.register_module()
+class FINDLoadTaskMasks(BaseTransform):
+    """Append the masks of the language tasks to ``gt_masks`` (place it right after
+    ``LoadPanopticAnnotations``, before any geometric transform).
+
+    Each ref of ``grounding_info`` (decoded at ``ori_shape``) and each panoptic segment an
+    ``entity_info`` phrase names (read from the panoptic PNG ``seg_map_path``) becomes one more
+    ``gt_masks`` entry with its box, ``gt_ignore_flags`` True and the label ``-1 - k`` (k = its
+    index in ``results['find_task_mask_keys']``: ``("grounding", ref index)`` or ``("entity",
+    segment id)``). Resize, flip and crop then move (or drop) them with the panoptic masks;
+    :class:`FINDSampleTasks` takes them out again. Nothing is added to an image without refs or
+    sentences.
+
+    Args:
+        backend_args: file backend arguments to read the panoptic PNG (as mmdet's loaders).
+    """
+
+    def __init__(self, backend_args: Optional[dict] = None):
+        self.backend_args = backend_args
+
+    def _panoptic_ids(self, results: dict) -> np.ndarray:
+        path = results.get("seg_map_path")
+        if path is None:
+            raise KeyError(
+                f"img_id {results.get('img_id')} has entity_info but no 'seg_map_path' (entity "
+                "phrases are panoptic segments)"
+            )
+        png = mmcv.imfrombytes(get(path, backend_args=self.backend_args), flag="color")
+        return rgb2id(png[..., ::-1])  # BGR -> RGB
+
+    def transform(self, results: dict) -> dict:
+        h, w = results["ori_shape"][:2]
+        keys, masks = [], []
+        refs = results.get("grounding_info") or []
+        if refs:
+            where = f"img_id {results.get('img_id')} ({results.get('img_path')})"
+            masks += list(decode_grounding_masks(refs, h, w, where=where))
+            keys += [("grounding", k) for k in range(len(refs))]
+        sids = entity_segment_ids(results.get("entity_info") or [])
+        if sids:
+            ids = self._panoptic_ids(results)
+            if ids.shape != (h, w):
+                raise ValueError(
+                    f"img_id {results.get('img_id')}: panoptic PNG {results['seg_map_path']} is "
+                    f"{ids.shape}, the image {(h, w)}"
+                )
+            masks += [ids == sid for sid in sids]
+            keys += [("entity", sid) for sid in sids]
+        results[TASK_MASK_KEYS] = keys
+        if not keys:
+            return results
+        missing = [k for k in ("gt_masks",) + _GT_KEYS if k not in results]
+        if missing:
+            raise KeyError(
+                f"FINDLoadTaskMasks: results lack {missing}; place it after "
+                "LoadPanopticAnnotations(with_bbox=True, with_mask=True)"
+            )
+        extra = BitmapMasks(np.stack(masks).astype(np.uint8), h, w)
+        gt = results["gt_bboxes"]
+        boxes = extra.get_bboxes(dst_type=type(gt))
+        results["gt_masks"] = type(results["gt_masks"]).cat([results["gt_masks"], extra])
+        results["gt_bboxes"] = type(gt).cat([gt, boxes.to(gt.device)])
+        codes = -1 - np.arange(len(keys), dtype=np.int64)
+        results["gt_bboxes_labels"] = np.concatenate([results["gt_bboxes_labels"], codes])
+        flags = np.ones(len(keys), dtype=bool)
+        results["gt_ignore_flags"] = np.concatenate([results["gt_ignore_flags"], flags])
+        return results
+
+
+def pop_task_masks(results: dict) -> Optional[Dict[tuple, torch.Tensor]]:
+    """Take the entries of :class:`FINDLoadTaskMasks` out of ``results``' ``gt_*`` fields;
+    return ``{key: [h, w] bool}`` of those that are left (a crop may drop some), or None when
+    :class:`FINDLoadTaskMasks` did not run."""
+    if TASK_MASK_KEYS not in results:
+        return None
+    keys = results.pop(TASK_MASK_KEYS)
+    if not keys or "gt_bboxes_labels" not in results:
+        return {}
+    labels = np.asarray(results["gt_bboxes_labels"])
+    extra = labels < 0
+    out = {}
+    if extra.any():
+        masks = _masks_array(results["gt_masks"][np.flatnonzero(extra)])
+        for code, m in zip(labels[extra].tolist(), masks):
+            out[keys[-1 - code]] = torch.from_numpy(np.ascontiguousarray(m))
+    keep = np.flatnonzero(~extra)
+    results["gt_masks"] = results["gt_masks"][keep]
+    for k in _GT_KEYS:
+        results[k] = results[k][keep]
+    return out
 
 
 @TRANSFORMS.register_module()
@@ -150,6 +275,7 @@ class FINDSampleTasks(BaseTransform):
             generator = record_generator(self.seed, img_id)
         record = {"image_size": size, "captions": list(results.get("captions", []))}
         gt = {}
+        task_masks = pop_task_masks(results)
         if self.is_thing is not None and ("gt_masks" in results or "gt_seg_map" in results):
             labels, masks = segments_of_results(results, is_thing=self.is_thing)
             moved = _resize(masks, size)
@@ -162,6 +288,7 @@ class FINDSampleTasks(BaseTransform):
             record["labels"], record["masks"] = labels, moved
         if not self.training and "retrieval" in self.names:
             gt["captions"] = record["captions"]
+        self._language_entries(results, record, gt, task_masks, generator)
         results["find_samples"] = sample_record(
             self.tasks,
             record,
@@ -172,6 +299,52 @@ class FINDSampleTasks(BaseTransform):
         if not self.training:
             results["find_gt"] = gt
         return results
+
+    def _language_entries(self, results, record, gt, task_masks, generator) -> None:
+        """``groundings`` / ``entities`` of the record (transformed size) and, in evaluation,
+        ``grounding_masks`` / ``interleave_masks`` of ``gt`` (size of the loaded masks: the
+        original one in the evaluation pipeline)."""
+        size = tuple(record["image_size"])
+        if task_masks is None:
+            if results.get("grounding_info") or results.get("entity_info"):
+                raise KeyError(
+                    f"img_id {results.get('img_id')} has grounding_info / entity_info but the "
+                    "pipeline did not run FINDLoadTaskMasks: add dict(type='FINDLoadTaskMasks') "
+                    "right after LoadPanopticAnnotations"
+                )
+            task_masks = {}
+        # size of the loaded (and transformed) masks: the ground truth's in evaluation
+        shape = _mask_shape(results, size)
+
+        def moved(key) -> torch.Tensor:
+            m = task_masks.get(key)
+            m = torch.zeros(shape, dtype=torch.bool) if m is None else m
+            return _resize(m[None], size)[0]
+
+        def original(key) -> torch.Tensor:
+            m = task_masks.get(key)
+            return torch.zeros(shape, dtype=torch.bool) if m is None else m
+
+        refs = results.get("grounding_info")
+        if refs is not None:
+            keys = [("grounding", k) for k in range(len(refs))]
+            record["groundings"], grounding_gt = grounding_records(
+                refs,
+                [moved(k) for k in keys],
+                None if self.training else [original(k) for k in keys],
+                training=self.training,
+                generator=generator,
+                original_size=shape,
+            )
+            if not self.training:
+                gt["grounding_masks"] = grounding_gt
+        entities = results.get("entity_info")
+        if entities is not None:
+            record["entities"] = entity_records(entities, lambda sid: moved(("entity", sid)))
+            if not self.training:
+                gt["interleave_masks"] = interleave_ground_truth(
+                    entities, lambda sid: original(("entity", sid)), shape
+                )
 
     def __repr__(self) -> str:
         return (

