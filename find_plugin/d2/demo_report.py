@@ -18,7 +18,10 @@ from typing import Dict, List, Mapping, NamedTuple, Optional
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from PIL import Image
 from pycocotools import mask as mask_utils
+
+from ..data.files import rgb2id
 
 __all__ = [
     "DEMO_METRICS",
@@ -69,8 +72,6 @@ def _area_fractions(d) -> Dict[str, List[float]]:
     h, w = d.get("height"), d.get("width")
     areas = {s["id"]: s.get("area") for s in d.get("segments_info", [])}
     if h is None or w is None:
-        from PIL import Image
-
         with Image.open(d["file_name"]) as im:
             w, h = im.size
     hw = float(h * w)
@@ -80,7 +81,7 @@ def _area_fractions(d) -> Dict[str, List[float]]:
         segm = g["segmentation"]
         rle = mask_utils.frPyObjects(segm, h, w) if isinstance(segm, list) else segm
         area = float(np.sum(mask_utils.area(rle)))
-        refs += [area / hw] * 1
+        refs.append(area / hw)
     phrases = [
         areas[p["annotation_id"]] / hw
         for e in d.get("entity_info", [])[:1]
@@ -229,9 +230,6 @@ def write_overlays(
             )
         things = [s for s in d.get("segments_info", []) if s.get("isthing")]
         if things:
-            from PIL import Image
-
-            from .datasets import rgb2id
 
             ids = rgb2id(np.asarray(Image.open(d["pan_seg_file_name"]), dtype=np.uint8))
             big = max(things, key=lambda s: s.get("area", 0))
