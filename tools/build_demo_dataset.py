@@ -25,6 +25,10 @@ gravel photo), a cat, a person and a cup (elliptical cut-outs of ``chelsea``, ``
 the panoptic PNG holds what stays visible). Each image's coarse layout (stuff, then per thing
 category, colour, column, row) is unique over both splits, so no val image repeats a train
 composition. Captions, referring expressions and entity sentences are generated from the layout.
+Every ``PHOTO_EVERY``-th image of a split (the first included) is instead a real photo with its
+real masks: a window of the ``coins`` photograph with each coin's watershed mask and a void
+background; train and val windows come from disjoint rows of the photo (``licenses.json`` lists
+each photo image with its window).
 Same seed and sizes -> byte-identical files (fixed encoder settings, sorted JSON keys).
 """
 
@@ -46,7 +50,10 @@ from find_plugin.d2.datasets.demo_scenes import (  # noqa: E402
     DEMO_SOURCES,
     compose_scene,
     entity_sentence,
+    entity_things,
     load_sources,
+    photo_captions,
+    photo_scene,
     referring_expressions,
     scene_captions,
 )
@@ -61,6 +68,9 @@ from find_plugin.d2.datasets.writers import (  # noqa: E402
 )
 
 __all__ = ["DEMO_CATEGORIES", "build_demo_dataset", "demo_paths"]  # demo_paths: re-export
+
+_THING_IDS = {c["id"] for c in DEMO_CATEGORIES if c["isthing"]}
+PHOTO_EVERY = 20  # 400 train + 100 val images -> 20 + 5 real coin photos
 
 
 def _ref_entry(ref_id: int, ann: dict, split: str, file_name: str, sentences) -> dict:
@@ -131,6 +141,7 @@ def build_demo_dataset(
         {k: c[k] for k in ("id", "name", "supercategory")} for c in DEMO_CATEGORIES if c["isthing"]
     ]
     used_layouts: set = set()
+    photos = []
     karpathy, refs, ref_images, ref_anns = [], [], [], []
     num_refs = {}
     bar = _progress(num_train + num_val, progress)
@@ -146,7 +157,13 @@ def build_demo_dataset(
         num_refs[split] = 0
         for i in range(n):
             image_id = first_id + i
-            pixels, ids, segments = compose_scene(rng, sources, used_layouts, image_id)
+            if i % PHOTO_EVERY == 0:
+                pixels, ids, segments, window = photo_scene(
+                    rng, sources, used_layouts, image_id, split
+                )
+                photos.append({"image_id": image_id, "split": split, **window})
+            else:
+                pixels, ids, segments = compose_scene(rng, sources, used_layouts, image_id)
             h, w = ids.shape
             stem = f"{image_id:012d}"
             semantic = np.full((h, w), 255, np.uint8)
@@ -167,7 +184,8 @@ def build_demo_dataset(
                     "segments_info": [{k: s[k] for k in keys} for s in segments],
                 }
             )
-            stuff, things = segments[:2], segments[2:]
+            things = [s for s in segments if s["category_id"] in _THING_IDS]
+            stuff = [s for s in segments if s["category_id"] not in _THING_IDS]  # wall, ground
             for t in things:
                 ann = instance_annotation(next_ann_id, image_id, t["category_id"], ids == t["id"])
                 inst_anns.append(ann)
@@ -180,7 +198,12 @@ def build_demo_dataset(
                     num_refs[split] += 1
                 next_ann_id += 1
             ref_images.append(image)
-            captions = scene_captions(rng, things, stuff[1]["category_id"])
+            if stuff:
+                captions = scene_captions(rng, things, stuff[1]["category_id"])
+                sentence, raw, phrases = entity_sentence(things, stuff[1], stuff[0])
+            else:
+                captions = photo_captions(rng, things)
+                sentence, raw, phrases = entity_sentence(entity_things(things))
             for c in captions:
                 cap_anns.append({"id": len(cap_anns) + 1, "image_id": image_id, "caption": c})
             karpathy_split = "train" if split == "train" else "test"
@@ -190,7 +213,6 @@ def build_demo_dataset(
                     len(karpathy), image_id, folder, stem + ".jpg", karpathy_split, captions
                 )
             )
-            sentence, raw, phrases = entity_sentence(things, stuff[1], stuff[0])
             entities.append(
                 {
                     "id": image_id,
@@ -236,7 +258,7 @@ def build_demo_dataset(
     )
     with open(paths["refs_pickle"], "wb") as f:
         pickle.dump(refs, f, protocol=2)  # RefCOCO's files are protocol-2 pickles
-    _write_licences(paths["base"])
+    _write_licences(paths["base"], photos)
     files = sorted(
         os.path.relpath(os.path.join(d, f), paths["base"])
         for d, _, fs in os.walk(paths["base"])
@@ -255,7 +277,7 @@ def build_demo_dataset(
     }
 
 
-def _write_licences(base: str) -> None:
+def _write_licences(base: str, photos: list) -> None:
     from importlib.metadata import version
 
     import skimage
@@ -275,11 +297,12 @@ def _write_licences(base: str) -> None:
                 "licence": licence,
             }
         )
-    write_json(os.path.join(base, "licenses.json"), {"sources": rows})
+    write_json(os.path.join(base, "licenses.json"), {"sources": rows, "photos": photos})
     lines = [
         "# find_demo: image sources and licences",
         "",
-        "Every image is a composite of the photographs below (pixels cut out, resized, tinted).",
+        "Most images are composites of the photographs below (pixels cut out, resized, tinted);",
+        f"{len(photos)} are windows of the coins photograph itself (listed in licenses.json).",
         "Licences as stated in the `skimage.data` docstrings of the installed scikit-image.",
         "The annotations were generated by tools/build_demo_dataset.py.",
         "",

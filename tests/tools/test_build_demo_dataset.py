@@ -53,7 +53,12 @@ def _panoptic(base_split_paths, image_id):
     return rgb2id(np.asarray(Image.open(path), dtype=np.uint8))
 
 
+def _photos(built):
+    return json.load(open(os.path.join(built["base"], "licenses.json")))["photos"]
+
+
 def test_detectron2_and_pycocotools_read_it(built):
+    photo_ids = {p["image_id"] for p in _photos(built)}
     for split, n in (("train", 6), ("val", 4)):
         name = f"find_demo_test_{split}_{id(built)}"
         register_find_coco_panoptic(name, built["metadata"], **built[split])
@@ -63,7 +68,9 @@ def test_detectron2_and_pycocotools_read_it(built):
             assert os.path.isfile(d["file_name"]) and os.path.isfile(d["sem_seg_file_name"])
             assert len(d["captions"]) >= 2
             things = [s for s in d["segments_info"] if s["isthing"]]
-            assert len(things) >= 1 and len(d["segments_info"]) == len(things) + 2
+            # composites: wall + ground + things; photos: coins on a void background
+            stuff = 0 if d["image_id"] in photo_ids else 2
+            assert len(things) >= 1 and len(d["segments_info"]) == len(things) + stuff
         coco = COCO(built[split]["instances_json"])
         assert len(coco.getImgIds()) == n and len(coco.getAnnIds()) >= n
         for ann in coco.loadAnns(coco.getAnnIds()):
@@ -90,7 +97,8 @@ def test_masks_semantic_and_instances_agree_with_panoptic(built):
         for ann in pan["annotations"]:
             ids = _panoptic(p, ann["image_id"])
             sem = np.asarray(Image.open(os.path.join(p["sem_seg_root"], ann["file_name"])))
-            assert set(np.unique(ids)) == {s["id"] for s in ann["segments_info"]}
+            assert set(np.unique(ids)) - {0} == {s["id"] for s in ann["segments_info"]}
+            assert (sem[ids == 0] == 255).all()  # void (photos' background) is ignored
             for s in ann["segments_info"]:
                 m = ids == s["id"]
                 assert m.sum() == s["area"]
@@ -150,7 +158,7 @@ def test_val_compositions_differ_from_train(built, tool):
     for split in ("train", "val"):
         data = json.load(open(built[split]["captions_json"]))
         captions[split] = {a["caption"] for a in data["annotations"] if "below" in a["caption"]}
-    assert len(captions["train"]) == 6 and len(captions["val"]) == 4
+    assert len(captions["train"]) == 5 and len(captions["val"]) == 3  # one photo each
     assert not captions["train"] & captions["val"]
     # The guard itself: the same draws with that layout already used give another layout.
     sources = load_sources()
@@ -159,6 +167,36 @@ def test_val_compositions_differ_from_train(built, tool):
     again = set(used)
     compose_scene(np.random.default_rng(3), sources, again, 1)
     assert len(again) == 2
+
+
+def test_real_photos_with_their_real_masks(built):
+    """Photo images are windows of the coins photograph (disjoint rows for train and val) and
+    their labels are the coins in it: bright round blobs on the dark void background."""
+    from skimage.data import coins
+    from skimage.filters import threshold_otsu
+
+    photo, rows = coins().astype(np.float32), {"train": (0, 150), "val": (150, 303)}
+    photos = _photos(built)
+    assert {p["split"] for p in photos} == {"train", "val"}
+    for p in photos:
+        x, y, w, h = p["box"]
+        assert rows[p["split"]][0] <= y and y + h <= rows[p["split"]][1]
+        window = photo[y : y + h, x : x + w]
+        window = window[:, ::-1] if p["mirrored"] else window
+        path = os.path.join(built[p["split"]]["image_root"], f"{p['image_id']:012d}.jpg")
+        pixels = np.asarray(Image.open(path), dtype=np.float32)
+        assert pixels.shape == (h, w, 3)
+        assert np.abs(pixels - window[..., None]).mean() < 3.0  # JPEG error only
+        ids = _panoptic(built[p["split"]], p["image_id"])
+        coins_ids = [k for k in np.unique(ids) if k]
+        assert len(coins_ids) >= 2 and (ids == 0).any()  # void background
+        bright = window > threshold_otsu(window)
+        for k in coins_ids:
+            m = ids == k
+            ys, xs = np.nonzero(m)
+            fill = m.sum() / ((np.ptp(ys) + 1) * (np.ptp(xs) + 1))
+            assert bright[m].mean() > 0.75 and 0.55 < fill < 0.9, (p, k)
+        assert bright[ids == 0].mean() < 0.2
 
 
 def test_same_seed_identical_other_seed_differs(built, tool, tmp_path):

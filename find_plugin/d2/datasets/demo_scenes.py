@@ -8,6 +8,12 @@ Sources (:data:`DEMO_SOURCES`, with their licences): coins (the 24 coins of
 (elliptical cut-outs of ``chelsea``, ``astronaut`` and ``coffee``), on a brick wall above grass
 or gravel (scikit-image textures). Every label is the exact region that was pasted: later things
 occlude earlier ones and the segment ids hold what stays visible.
+
+Besides the composites, real photos with their real masks (:func:`photo_scene`): windows of the
+``coins`` photograph itself, untouched but for an optional mirror, with each coin's watershed
+mask; the dark background is void (panoptic id 0, semantic 255), as unlabelled COCO pixels.
+Train windows lie in the photo's top two rows of coins, val windows in the bottom two
+(:data:`PHOTO_ROWS`), so no val photo shares a pixel with a train photo.
 """
 
 from typing import Dict, List, Tuple
@@ -20,8 +26,11 @@ __all__ = [
     "DEMO_SOURCES",
     "compose_scene",
     "entity_sentence",
+    "entity_things",
     "ground_name",
     "load_sources",
+    "photo_captions",
+    "photo_scene",
     "referring_expressions",
     "scene_captions",
 ]
@@ -61,6 +70,10 @@ _COLOURS = {  # tints of the grey-level cut-outs (horse, coin)
 }
 _TINTED = (_HORSE, _COIN)
 _THING_WEIGHTS = {_COIN: 0.3, _HORSE: 0.25, _CAT: 0.15, _PERSON: 0.15, _CUP: 0.15}
+#: Rows [y0, y1) of ``skimage.data.coins`` (303 x 384) that photo windows of each split come
+#: from: the photo has four rows of coins; y = 150 runs between the second and the third.
+PHOTO_ROWS = {"train": (0, 150), "val": (150, 303)}
+_MIN_VISIBLE = 0.5  # a coin cut by the window border keeps its label if half of it is inside
 
 #: (source key, package, file inside the package, licence as shipped / documented)
 DEMO_SOURCES = [  # licence wording of the skimage.data docstrings (scikit-image sample data)
@@ -100,6 +113,8 @@ def load_sources() -> Dict[str, list]:
         m = labels[sl] == k
         if m.sum() >= 500:  # drops specks of the watershed
             coin_cuts.append((coins[sl].astype(np.float32), m))
+        else:
+            labels[labels == k] = 0
     horse = ~data.horse()
     ys, xs = np.nonzero(horse)
     horse = horse[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
@@ -112,6 +127,7 @@ def load_sources() -> Dict[str, list]:
         return crop, m
 
     return {
+        "coins_photo": (coins, labels),  # the photo and its coin labels (0 = background)
         _COIN: coin_cuts,
         _HORSE: [(None, horse)],  # filled with a gravel crop at paste time
         _CAT: [ellipse(data.chelsea(), 20, 290, 90, 340)],
@@ -191,12 +207,7 @@ def compose_scene(rng, sources, used_layouts: set, image_id: int):
         areas = {s["id"]: int((ids == s["id"]).sum()) for s in segments + things}
         if any(areas[t["id"]] < 120 for t in things):
             continue
-        for t in things:
-            ys, xs = np.nonzero(ids == t["id"])
-            cx, cy = xs.mean() / w, ys.mean() / h
-            t["col"] = "left" if cx < 1 / 3 else ("right" if cx > 2 / 3 else "middle")
-            t["row"] = "top" if cy < 0.5 else "bottom"
-            t["area"] = areas[t["id"]]
+        _place(things, ids)
         layout = (ground,) + tuple(
             sorted((t["category_id"], t["colour"] or "", t["col"], t["row"]) for t in things)
         )
@@ -207,6 +218,56 @@ def compose_scene(rng, sources, used_layouts: set, image_id: int):
         pixels = np.clip(pixels + noise, 0, 255).astype(np.uint8)
         return pixels, ids, segments + things
     raise RuntimeError(f"image {image_id}: no new layout found in 1000 draws")
+
+
+def _place(things: List[dict], ids: np.ndarray) -> None:
+    """Add each thing's visible ``area`` and coarse place (``col``, ``row``) in the image."""
+    h, w = ids.shape
+    for t in things:
+        ys, xs = np.nonzero(ids == t["id"])
+        cx, cy = xs.mean() / w, ys.mean() / h
+        t["col"] = "left" if cx < 1 / 3 else ("right" if cx > 2 / 3 else "middle")
+        t["row"] = "top" if cy < 0.5 else "bottom"
+        t["area"] = int(len(ys))
+
+
+def photo_scene(rng, sources, used_windows: set, image_id: int, split: str):
+    """A window of the real ``coins`` photo with its real coin masks.
+
+    Returns (pixels uint8 [h, w, 3] (the grey photo in three channels), segment ids int64
+    [h, w] (0 = void background), segments: coin dicts as :func:`compose_scene`'s things with
+    ``colour`` None, window: {"source", "box" [x, y, w, h] in the photo, "mirrored"}). Coins cut
+    by the border keep their label when at least half of them is inside, else they are void."""
+    photo, labels = sources["coins_photo"]
+    y_lo, y_hi = PHOTO_ROWS[split]
+    for _ in range(1000):
+        h = int(rng.integers(min(120, y_hi - y_lo), y_hi - y_lo + 1))
+        w = int(rng.integers(150, 193))
+        y0, x0 = int(rng.integers(y_lo, y_hi - h + 1)), int(rng.integers(0, photo.shape[1] - w))
+        mirrored = bool(rng.random() < 0.5)
+        if (split, y0, x0, h, w, mirrored) in used_windows:
+            continue
+        pixels, lab = photo[y0 : y0 + h, x0 : x0 + w], labels[y0 : y0 + h, x0 : x0 + w]
+        if mirrored:
+            pixels, lab = pixels[:, ::-1], lab[:, ::-1]
+        ids = np.zeros((h, w), np.int64)
+        coins = [
+            k
+            for k in np.unique(lab)
+            if k and (lab == k).sum() >= _MIN_VISIBLE * (labels == k).sum()
+        ]
+        if len(coins) < 2:
+            continue
+        seg_ids = rng.choice(np.arange(1, 2**16), size=len(coins), replace=False)
+        things = []
+        for k, sid in zip(coins, seg_ids):
+            ids[lab == k] = sid
+            things.append({"id": int(sid), "category_id": _COIN, "iscrowd": 0, "colour": None})
+        _place(things, ids)
+        used_windows.add((split, y0, x0, h, w, mirrored))
+        window = {"source": "coins", "box": [x0, y0, w, h], "mirrored": mirrored}
+        return np.repeat(pixels[..., None], 3, axis=2).copy(), ids, things, window
+    raise RuntimeError(f"image {image_id}: no new window of the coins photo in 1000 draws")
 
 
 def ground_name(cat: int) -> str:
@@ -271,15 +332,43 @@ def scene_captions(rng, things, ground) -> List[str]:
     return caps[: 2 + int(rng.integers(0, 2))]
 
 
-def entity_sentence(things, ground, wall) -> Tuple[str, str, List[dict]]:
-    """(sentence, sentence_raw, phrases) with ``[segment_id]<phrase>`` markup in the raw text."""
+def photo_captions(rng, things) -> List[str]:
+    """Captions of a window of the coins photo (the layout is only the coins' places)."""
+    n = len(things)
+    count = ["no", "one", "two", "three", "four", "five", "six", "seven", "eight"][min(n, 8)]
+    rows = sorted({t["row"] for t in things})
+    caps = [
+        f"a black and white photo of {count} coins on a dark background",
+        f"{count} coins lying in {'two rows' if len(rows) > 1 else 'a row'}",
+        "a close-up photograph of old coins",
+    ]
+    return caps[: 2 + int(rng.integers(0, 2))]
+
+
+def entity_things(things, max_things: int = 4) -> List[dict]:
+    """The things an entity sentence names: at most ``max_things``, one per coarse place where
+    several share it (the place words are what tells them apart)."""
+    seen, out = set(), []
+    for t in sorted(things, key=lambda t: -t["area"]):
+        if (t["col"], t["row"]) not in seen and len(out) < max_things:
+            seen.add((t["col"], t["row"]))
+            out.append(t)
+    return sorted(out, key=lambda t: ("left", "middle", "right").index(t["col"]))
+
+
+def entity_sentence(things, ground=None, wall=None) -> Tuple[str, str, List[dict]]:
+    """(sentence, sentence_raw, phrases) with ``[segment_id]<phrase>`` markup in the raw text.
+    ``ground`` / ``wall``: the stuff segments, None for a photo without stuff labels."""
     pieces: List[Tuple[str, object]] = []  # (text, segment or None)
     for k, t in enumerate(things):
         if k:
             pieces.append((", ", None))
         pieces += [(f"a {_noun(t)}", t), (f" {_where(t)}", None)]
-    pieces += [(" on ", None), (STUFF_PHRASES[ground["category_id"]], ground)]
-    pieces += [(" in front of ", None), (STUFF_PHRASES[wall["category_id"]], wall), (".", None)]
+    if ground is not None:
+        pieces += [(" on ", None), (STUFF_PHRASES[ground["category_id"]], ground)]
+    if wall is not None:
+        pieces += [(" in front of ", None), (STUFF_PHRASES[wall["category_id"]], wall)]
+    pieces.append((".", None))
     sentence, raw, phrases = "", "", []
     for text, seg in pieces:
         if seg is not None:
