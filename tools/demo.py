@@ -20,7 +20,8 @@ are the interactive task's given ``prompts``, an interleaved sentence
 (:func:`~find_plugin.tasks.interleave.parse_interleave_prompt`: ``[k]`` = reference k,
 ``<words>`` = a text entity) is an ``entities`` entry whose visual phrases are prompted on the
 reference image (their points are sampled in the reference image's features, ``prompt_maps``:
-the official demo's cross-image reference). Every bad argument is a :class:`DemoError` naming it.
+the official demo's cross-image reference). Every bad argument is a
+:class:`~find_plugin.d2.predictor.PredictorError` naming it.
 """
 
 import argparse
@@ -49,10 +50,6 @@ logger = logging.getLogger("find_plugin.demo")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 PROMPT_KINDS = ("classes", "text", "interactive", "interleave", "retrieve")
-
-
-DemoError = PredictorError  # the CLI's errors are the predictor's (a ValueError naming the input)
-FINDDemo = FINDPredictor
 
 
 # ---------------------------------------------------------------------------------- arguments
@@ -126,7 +123,7 @@ _check_file = check_file
 def _points(text: str, arg: str) -> List[Tuple[float, float]]:
     """``"x,y;x,y"`` -> [(x, y), ...]."""
     if text is None or not text.strip():
-        raise DemoError(f"{arg} is empty: expected 'x,y;x,y' pixel coordinates")
+        raise PredictorError(f"{arg} is empty: expected 'x,y;x,y' pixel coordinates")
     out = []
     for part in text.split(";"):
         xy = [v.strip() for v in part.split(",")]
@@ -135,7 +132,7 @@ def _points(text: str, arg: str) -> List[Tuple[float, float]]:
                 raise ValueError
             out.append((float(xy[0]), float(xy[1])))
         except ValueError:
-            raise DemoError(f"{arg}: {part!r} is not a point 'x,y' (in {text!r})") from None
+            raise PredictorError(f"{arg}: {part!r} is not a point 'x,y' (in {text!r})") from None
     return out
 
 
@@ -145,15 +142,15 @@ def _box(text: str, arg: str) -> Tuple[float, float, float, float]:
         if len(box) != 4:
             raise ValueError
     except ValueError:
-        raise DemoError(f"{arg}: {text!r} is not a box 'x0,y0,x1,y1'") from None
+        raise PredictorError(f"{arg}: {text!r} is not a box 'x0,y0,x1,y1'") from None
     if not (box[0] < box[2] and box[1] < box[3]):
-        raise DemoError(f"{arg}: box {text!r} must have x0 < x1 and y0 < y1")
+        raise PredictorError(f"{arg}: box {text!r} must have x0 < x1 and y0 < y1")
     return box
 
 
 def _non_empty(value, arg: str) -> str:
     if value is None or not value.strip():
-        raise DemoError(f"{arg} is empty: give a non-empty prompt")
+        raise PredictorError(f"{arg} is empty: give a non-empty prompt")
     return value.strip()
 
 
@@ -171,24 +168,26 @@ def prompt_kind(args) -> str:
     kinds = [k for k, v in given.items() if v]
     flags = "--classes, --text, --clicks/--scribble, --interleave or --retrieve"
     if not kinds:
-        raise DemoError(f"no prompt given: pass one of {flags}")
+        raise PredictorError(f"no prompt given: pass one of {flags}")
     if len(kinds) > 1:
-        raise DemoError(f"one prompt kind per run, got {kinds}: pass only one of {flags}")
+        raise PredictorError(f"one prompt kind per run, got {kinds}: pass only one of {flags}")
     kind = kinds[0]
     if kind == "classes":
         names = [c.strip() for c in args.classes.split(",")]
         if not args.classes.strip() or not all(names):
-            raise DemoError(f"--classes {args.classes!r}: expected non-empty names 'a,b,c'")
+            raise PredictorError(f"--classes {args.classes!r}: expected non-empty names 'a,b,c'")
         stuff = [c.strip() for c in args.stuff_classes.split(",") if c.strip()]
         unknown = [s for s in stuff if s not in names]
         if unknown:
-            raise DemoError(f"--stuff-classes {unknown} are not among --classes {names}")
+            raise PredictorError(f"--stuff-classes {unknown} are not among --classes {names}")
     elif kind == "text":
         for t in args.text:
             _non_empty(t, "--text")
     elif kind == "interactive":
         if args.clicks is None and args.scribble is None:
-            raise DemoError("--negative-clicks needs a positive prompt: --clicks or --scribble")
+            raise PredictorError(
+                "--negative-clicks needs a positive prompt: --clicks or --scribble"
+            )
         if args.clicks is not None:
             _points(args.clicks, "--clicks")
         if args.negative_clicks is not None:
@@ -199,13 +198,13 @@ def prompt_kind(args) -> str:
         try:
             _, phrases = parse_interleave_prompt(args.interleave)
         except ValueError as e:
-            raise DemoError(f"--interleave: {e}") from None
+            raise PredictorError(f"--interleave: {e}") from None
         slots = [p["reference"] for p in phrases if p["visual"]]
         refs = args.references or []
         if slots:
             _check_file(args.reference_image, "--reference-image")
             if max(slots) >= len(refs):
-                raise DemoError(
+                raise PredictorError(
                     f"--interleave uses [{max(slots) + 1}] but {len(refs)} reference(s) were "
                     "given (--reference-mask / --reference-box, one per [k])"
                 )
@@ -222,21 +221,21 @@ def prompt_kind(args) -> str:
 
 def gallery_images(folder: Optional[str]) -> List[str]:
     if not folder or not os.path.isdir(folder):
-        raise DemoError(f"--gallery: folder {folder!r} does not exist (needed by --retrieve)")
+        raise PredictorError(f"--gallery: folder {folder!r} does not exist (needed by --retrieve)")
     files = sorted(
         os.path.join(folder, f)
         for f in os.listdir(folder)
         if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, f))
     )
     if not files:
-        raise DemoError(f"--gallery: no image ({', '.join(IMAGE_EXTENSIONS)}) in {folder!r}")
+        raise PredictorError(f"--gallery: no image ({', '.join(IMAGE_EXTENSIONS)}) in {folder!r}")
     return files
 
 
 def input_images(args) -> List[str]:
     """``--input`` files (one argument may be a glob, as detectron2's demo); all must exist."""
     if not args.input:
-        raise DemoError("--input: no image given")
+        raise PredictorError("--input: no image given")
     paths = list(args.input)
     if len(paths) == 1 and not os.path.isfile(paths[0]):
         matches = sorted(glob.glob(os.path.expanduser(paths[0])))
@@ -262,7 +261,7 @@ def setup_cfg(args):
 def _check_inside(points, h: int, w: int, arg: str, where: str) -> None:
     for x, y in points:
         if not (0 <= x < w and 0 <= y < h):
-            raise DemoError(
+            raise PredictorError(
                 f"{arg}: point ({x:g}, {y:g}) is outside {where} ({w}x{h} pixels: "
                 f"0 <= x < {w}, 0 <= y < {h})"
             )
@@ -284,18 +283,18 @@ def read_mask(path: str, size: Tuple[int, int], arg: str) -> np.ndarray:
     try:
         with Image.open(_check_file(path, arg)) as im:
             m = np.asarray(im)
-    except DemoError:
+    except PredictorError:
         raise
     except Exception as e:
-        raise DemoError(f"{arg}: cannot read mask {path!r}: {e}") from None
+        raise PredictorError(f"{arg}: cannot read mask {path!r}: {e}") from None
     m = m.any(-1) if m.ndim == 3 else m != 0
     if m.shape != tuple(size):
-        raise DemoError(
+        raise PredictorError(
             f"{arg}: mask {path!r} is {m.shape[1]}x{m.shape[0]}, its image is "
             f"{size[1]}x{size[0]} (width x height); they must match"
         )
     if not m.any():
-        raise DemoError(f"{arg}: mask {path!r} is empty (no nonzero pixel)")
+        raise PredictorError(f"{arg}: mask {path!r} is empty (no nonzero pixel)")
     return m
 
 
@@ -303,20 +302,20 @@ def _output_path(args, source: str, n_inputs: int, ext: str) -> str:
     out = args.output
     if out.lower().endswith(ext):
         if n_inputs > 1:
-            raise DemoError(f"--output {out!r} is one file but there are {n_inputs} inputs")
+            raise PredictorError(f"--output {out!r} is one file but there are {n_inputs} inputs")
         return out
     return os.path.join(out, os.path.splitext(os.path.basename(source))[0] + ext)
 
 
 # ---------------------------------------------------------------------------------- running
-def run(args, demo: FINDDemo, kind: Optional[str] = None) -> List[str]:
+def run(args, demo: FINDPredictor, kind: Optional[str] = None) -> List[str]:
     """Run the prompt of ``args`` with ``demo``; returns the files written."""
     kind = kind or prompt_kind(args)
     if kind == "retrieve":
         return [_run_retrieval(args, demo)]
     paths = input_images(args)
     written = []
-    if args.confidence_threshold is not None:  # also for a FINDDemo built from another cfg
+    if args.confidence_threshold is not None:  # also for a FINDPredictor built from another cfg
         demo.model.test["object_mask_threshold"] = float(args.confidence_threshold)
     if kind == "classes":
         names = [c.strip() for c in args.classes.split(",")]
@@ -419,7 +418,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[str]:
     if kind != "retrieve":
         input_images(args)
     cfg = setup_cfg(args)
-    demo = FINDDemo(cfg, config_file=args.config_file)
+    demo = FINDPredictor(cfg, config_file=args.config_file)
     return run(args, demo, kind)
 
 
@@ -427,6 +426,6 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
     try:
         main()
-    except DemoError as e:
+    except PredictorError as e:
         print(f"demo.py: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -86,7 +86,7 @@ def _argv(assets, out, *prompt, opts=()):
 @pytest.fixture(scope="module")
 def demo(assets):
     args = demo_cli.get_parser().parse_args(_argv(assets, "x", "--text", "x"))
-    return demo_cli.FINDDemo(demo_cli.setup_cfg(args), config_file=assets["cfg"])
+    return demo_cli.FINDPredictor(demo_cli.setup_cfg(args), config_file=assets["cfg"])
 
 
 def _run(demo, argv):
@@ -231,37 +231,41 @@ def test_retrieval_ranks_every_gallery_image(demo, assets, tmp_path, capsys):
 )
 def test_prompt_errors_name_the_argument(assets, tmp_path, prompt, match):
     prompt = [assets["ref"] if p == "REF" else p for p in prompt]
-    with pytest.raises(demo_cli.DemoError, match=match):
+    with pytest.raises(demo_cli.PredictorError, match=match):
         demo_cli.main(_argv(assets, tmp_path, *prompt))
 
 
 def test_missing_image_names_it(assets, tmp_path):
     argv = _argv(assets, tmp_path, "--text", "a dog")
     argv[argv.index("--input") + 1] = str(tmp_path / "missing.jpg")
-    with pytest.raises(demo_cli.DemoError, match=r"--input: file '.*missing\.jpg' does not exist"):
+    with pytest.raises(
+        demo_cli.PredictorError, match=r"--input: file '.*missing\.jpg' does not exist"
+    ):
         demo_cli.main(argv)
 
 
 def test_missing_reference_and_scribble_files_name_them(assets, tmp_path):
     argv = _argv(assets, tmp_path, "--scribble", str(tmp_path / "nope.png"))
-    with pytest.raises(demo_cli.DemoError, match=r"--scribble: file .*nope\.png"):
+    with pytest.raises(demo_cli.PredictorError, match=r"--scribble: file .*nope\.png"):
         demo_cli.main(argv)
     argv = _argv(assets, tmp_path, "--interleave", "[1]", "--reference-mask", assets["mask"])
-    with pytest.raises(demo_cli.DemoError, match=r"--reference-image: file None"):
+    with pytest.raises(demo_cli.PredictorError, match=r"--reference-image: file None"):
         demo_cli.main(argv)
 
 
 def test_clicks_outside_the_image(demo, assets, tmp_path):
-    with pytest.raises(demo_cli.DemoError, match=r"--clicks: point \(95, 10\) is outside image"):
+    with pytest.raises(
+        demo_cli.PredictorError, match=r"--clicks: point \(95, 10\) is outside image"
+    ):
         _run(demo, _argv(assets, tmp_path, "--clicks", "10,10;95,10"))
-    with pytest.raises(demo_cli.DemoError, match=r"--negative-clicks: point \(5, -1\)"):
+    with pytest.raises(demo_cli.PredictorError, match=r"--negative-clicks: point \(5, -1\)"):
         _run(demo, _argv(assets, tmp_path, "--clicks", "10,10", "--negative-clicks", "5,-1"))
 
 
 def test_mask_of_another_size(demo, assets, tmp_path):
     # the reference mask is 90x50; the input image is 90x60
     with pytest.raises(
-        demo_cli.DemoError, match=r"--scribble: mask .* is 90x50, its image is 90x60"
+        demo_cli.PredictorError, match=r"--scribble: mask .* is 90x50, its image is 90x60"
     ):
         _run(demo, _argv(assets, tmp_path, "--scribble", assets["ref_mask"]))
 
@@ -270,7 +274,7 @@ def test_checkpoint_of_another_configuration(assets, tmp_path):
     argv = _argv(
         assets, tmp_path, "--text", "a dog", opts=["MODEL.FIND.INTERFACE.DIM_FEEDFORWARD", "48"]
     )
-    with pytest.raises(demo_cli.DemoError) as err:
+    with pytest.raises(demo_cli.PredictorError) as err:
         demo_cli.main(argv)
     msg = str(err.value)
     assert f"the config {assets['cfg']} does not match the checkpoint {assets['weights']}" in msg
@@ -280,7 +284,9 @@ def test_checkpoint_of_another_configuration(assets, tmp_path):
 def test_no_checkpoint(assets, tmp_path):
     argv = _argv(assets, tmp_path, "--text", "a dog")
     argv[argv.index("MODEL.WEIGHTS") + 1] = str(tmp_path / "none.pth")
-    with pytest.raises(demo_cli.DemoError, match=r"MODEL.WEIGHTS: checkpoint file .* not exist"):
+    with pytest.raises(
+        demo_cli.PredictorError, match=r"MODEL.WEIGHTS: checkpoint file .* not exist"
+    ):
         demo_cli.main(argv)
 
 
