@@ -43,9 +43,24 @@ class MaskedAttention(nn.Module):
         b, n, _ = x.shape
         return x.view(b, n, self.num_heads, self.dim // self.num_heads).transpose(1, 2)
 
-    def forward(
+    def forward(self, query: torch.Tensor, key, value, allowed) -> torch.Tensor:
+        """``key`` / ``value`` [B, Nk, C] and ``allowed`` [B, Nq, Nk], or three equally long
+        sequences of them: key groups where each query row is allowed keys of ONE group at most.
+        Then the result equals the attention over the concatenated groups (the other groups'
+        terms of the row's softmax are exactly 0) without copying the groups into one tensor: a
+        row's output is its group's attention, the other groups give it exact zeros."""
+        if isinstance(key, torch.Tensor):
+            return self.out_proj(self.attend(query, key, value, allowed))
+        out = None
+        for k, v, a in zip(key, value, allowed):
+            part = self.attend(query, k, v, a)
+            out = part if out is None else out + part
+        return self.out_proj(out)
+
+    def attend(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, allowed: torch.Tensor
     ) -> torch.Tensor:
+        """The attention before the output projection: [B, Nq, C], 0 on rows with no key."""
         w_q, w_k, w_v = self.in_proj_weight.chunk(3)
         b_q, b_k, b_v = self.in_proj_bias.chunk(3)
         q = self._split(F.linear(query, w_q, b_q))
@@ -60,8 +75,7 @@ class MaskedAttention(nn.Module):
         bias = torch.zeros(safe.shape, dtype=q.dtype, device=q.device).masked_fill_(~safe, neg)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[:, None])
         out = out.transpose(1, 2).reshape(query.shape[0], query.shape[1], self.dim)
-        out = out * has_key[..., None].to(out.dtype)
-        return self.out_proj(out)
+        return out * has_key[..., None].to(out.dtype)
 
 
 class FFN(nn.Module):
@@ -154,15 +168,23 @@ class InterfaceLayer(nn.Module):
         sequence rows some rule reads as token keys; cross_allowed [B, Nc, hw + Nk] bool (image
         keys first); self_allowed [B, N, N] bool.
         Returns the new content [B, N, C]."""
-        # One softmax over [image keys ; token keys]: a row reads one kind only, so this equals
-        # the official separate image / token attentions.
+        # The official model attends image keys and token keys separately; a row reads one kind
+        # only, so one attention over both groups equals it. The groups stay separate tensors:
+        # concatenating the token keys to the image keys would copy the whole level per layer.
         q = content + pos
-        keys, values = image_keys, image
-        if len(key_rows):  # no copy of the image keys when no rule reads tokens
-            keys = torch.cat([image_keys, q[:, key_rows]], dim=1)
-            values = torch.cat([image, content[:, key_rows]], dim=1)
         qc, vc = q[:, cross_rows], content[:, cross_rows]
-        updated = self.cross_norm(vc + self.cross_attn(qc, keys, values, cross_allowed))
+        hw = image.shape[1]
+        img_allowed, tok_allowed = cross_allowed[..., :hw], cross_allowed[..., hw:]
+        if len(key_rows) == 0:
+            attended = self.cross_attn(qc, image_keys, image, cross_allowed)
+        elif bool((img_allowed.any(-1) & tok_allowed.any(-1)).any()):  # no FIND prototype
+            keys = torch.cat([image_keys, q[:, key_rows]], dim=1)  # one softmax over both
+            values = torch.cat([image, content[:, key_rows]], dim=1)
+            attended = self.cross_attn(qc, keys, values, cross_allowed)
+        else:
+            keys, values = (image_keys, q[:, key_rows]), (image, content[:, key_rows])
+            attended = self.cross_attn(qc, keys, values, (img_allowed, tok_allowed))
+        updated = self.cross_norm(vc + attended)
         content = content.index_copy(1, cross_rows, updated)
         q = content + pos
         content = self.self_norm(content + self.self_attn(q, q, content, self_allowed))
