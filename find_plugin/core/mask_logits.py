@@ -24,7 +24,7 @@ from typing import Dict, Iterator, Mapping, Optional, Tuple, Union
 
 import torch
 
-from .point_losses import point_sample
+from .point_losses import point_sample, point_sample_vectors
 
 __all__ = ["DenseMasks", "FactoredMasks", "LayerOutputs", "MaskLogits", "as_mask_logits"]
 
@@ -65,8 +65,8 @@ class DenseMasks:
 class FactoredMasks:
     """Mask logits ``einsum("bqc,bchw->bqhw", embed, features)`` kept as ``embed`` [B, n, C] and
     ``features`` [B, C, h, w]; ``sample_features``: the same features in channels-last memory
-    format (optional; :meth:`sample` reads them several times faster on CPU, with the same
-    values), made once per pass by the interface."""
+    format (optional; :meth:`sample` reads them in place, else it makes that layout per call),
+    made once per pass by the interface."""
 
     def __init__(
         self,
@@ -106,8 +106,8 @@ class FactoredMasks:
         return torch.einsum("rc,chw->rhw", self.embed[b, index], self.features[b])
 
     def sample(self, b: int, coords: torch.Tensor) -> torch.Tensor:
-        points = point_sample(self.sample_features[b : b + 1].float(), coords[None])[0]  # [C, P]
-        return self.embed[b].float() @ points
+        points = point_sample_vectors(self.sample_features[b].float(), coords)  # [P, C]
+        return self.embed[b].float() @ points.t()
 
     def anchor(self) -> torch.Tensor:
         # both inputs, so that a zero loss built on it reaches the mask features' producer too

@@ -15,7 +15,7 @@ import torch
 from find_plugin.core.criterion import FINDCriterion
 from find_plugin.core.mask_logits import DenseMasks, FactoredMasks, LayerOutputs
 from find_plugin.core.matcher import HungarianMatcher
-from find_plugin.core.point_losses import grid_points, point_sample
+from find_plugin.core.point_losses import grid_points, point_sample, point_sample_vectors
 
 _spec = importlib.util.spec_from_file_location(
     "_core_loss_utils", pathlib.Path(__file__).with_name("_loss_utils.py")
@@ -64,6 +64,20 @@ def test_factored_reads_equal_the_full_masks():
             rows = torch.tensor([4, 1])
             torch.testing.assert_close(masks.rows(b, rows), full[b, rows], **TOL)
     torch.testing.assert_close(FactoredMasks(embed, features).materialize(), full, **TOL)
+
+
+def test_point_sample_vectors_reads_as_point_sample():
+    """Channel vectors read at points (borders, corners, pixel centres) equal grid_sample's."""
+    _, features = _factored(seed=4)
+    coords = torch.cat([_coords(), grid_points(H, W)])
+    for maps in (features[1], features.contiguous(memory_format=torch.channels_last)[1]):
+        got = point_sample_vectors(maps, coords)
+        torch.testing.assert_close(got.t(), point_sample(features[1:2], coords[None])[0], **TOL)
+    # at the pixel centres: the pixels themselves (row-major), no sampler in the reference
+    centres = point_sample_vectors(features[0], grid_points(H, W))
+    torch.testing.assert_close(centres, features[0].flatten(1).t(), **TOL)
+    with pytest.raises(ValueError, match="maps"):
+        point_sample_vectors(features, coords)
 
 
 def test_matcher_costs_and_matching_equal_on_factored_masks():
