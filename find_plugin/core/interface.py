@@ -249,6 +249,7 @@ class FINDInterface(nn.Module):
                 key_rows=plan.key_rows,
                 cross_allowed=allowed,
                 self_allowed=plan.self_allowed,
+                image_offset=levels.offsets[lvl],
             )
             blocked = heads(content, i + 1)
         return predictions

@@ -14,6 +14,7 @@ Re-implements (facts from the papers and code, no code copied):
 """
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,10 @@ class MaskedAttention(nn.Module):
     """Multi-head attention with packed in-projection (parameter names of nn.MultiheadAttention).
 
     Shapes: query [B, Nq, C], key/value [B, Nk, C], allowed [B, Nq, Nk] bool -> [B, Nq, C].
+    ``offset`` [C] (optional): a vector added to every key and value row, applied after their
+    projection (``(x + o) W = x W + o W``: no input gradient for the large ``key``/``value``
+    when only ``offset`` needs one); ``more_keys`` / ``more_values`` [B, Nt, C] (optional):
+    further keys/values (no offset) appended after the projected ``key``/``value``.
     """
 
     def __init__(self, *, dim: int, num_heads: int):
@@ -44,13 +49,27 @@ class MaskedAttention(nn.Module):
         return x.view(b, n, self.num_heads, self.dim // self.num_heads).transpose(1, 2)
 
     def forward(
-        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, allowed: torch.Tensor
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        allowed: torch.Tensor,
+        *,
+        offset: Optional[torch.Tensor] = None,
+        more_keys: Optional[torch.Tensor] = None,
+        more_values: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         w_q, w_k, w_v = self.in_proj_weight.chunk(3)
         b_q, b_k, b_v = self.in_proj_bias.chunk(3)
         q = self._split(F.linear(query, w_q, b_q))
-        k = self._split(F.linear(key, w_k, b_k))
-        v = self._split(F.linear(value, w_v, b_v))
+        ob_k, ob_v = b_k, b_v
+        if offset is not None:  # the projected offset joins the bias (one GEMM with bias)
+            ob_k, ob_v = F.linear(offset, w_k, b_k), F.linear(offset, w_v, b_v)
+        k, v = F.linear(key, w_k, ob_k), F.linear(value, w_v, ob_v)
+        if more_keys is not None:
+            k = torch.cat([k, F.linear(more_keys, w_k, b_k)], dim=1)
+            v = torch.cat([v, F.linear(more_values, w_v, b_v)], dim=1)
+        k, v = self._split(k), self._split(v)
         has_key = allowed.any(-1)  # [B, Nq]
         # Fully masked rows would give NaN in SDPA: let them attend everything, then zero them.
         safe = allowed | ~has_key[..., None]
@@ -147,22 +166,33 @@ class InterfaceLayer(nn.Module):
         key_rows: torch.Tensor,
         cross_allowed: torch.Tensor,
         self_allowed: torch.Tensor,
+        image_offset: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """content / pos [B, N, C] (the combined sequence); image [B, hw, C] (this layer's level)
         and image_keys [B, hw, C] (image + its positional encoding); cross_rows [Nc] long: the
         rows with a content-attention rule (only they are updated by it); key_rows [Nk] long: the
         sequence rows some rule reads as token keys; cross_allowed [B, Nc, hw + Nk] bool (image
-        keys first); self_allowed [B, N, N] bool.
+        keys first); self_allowed [B, N, N] bool; image_offset [C] (optional): a vector the image
+        keys and values leave out, added after their projection (the level embedding,
+        :mod:`~find_plugin.core.feature_levels`).
         Returns the new content [B, N, C]."""
         # One softmax over [image keys ; token keys]: a row reads one kind only, so this equals
         # the official separate image / token attentions.
         q = content + pos
-        keys, values = image_keys, image
-        if len(key_rows):  # no copy of the image keys when no rule reads tokens
-            keys = torch.cat([image_keys, q[:, key_rows]], dim=1)
-            values = torch.cat([image, content[:, key_rows]], dim=1)
+        token_keys = token_values = None
+        if len(key_rows):  # projected apart, then appended after the image keys
+            token_keys, token_values = q[:, key_rows], content[:, key_rows]
         qc, vc = q[:, cross_rows], content[:, cross_rows]
-        updated = self.cross_norm(vc + self.cross_attn(qc, keys, values, cross_allowed))
+        attended = self.cross_attn(
+            qc,
+            image_keys,
+            image,
+            cross_allowed,
+            offset=image_offset,
+            more_keys=token_keys,
+            more_values=token_values,
+        )
+        updated = self.cross_norm(vc + attended)
         content = content.index_copy(1, cross_rows, updated)
         q = content + pos
         content = self.self_norm(content + self.self_attn(q, q, content, self_allowed))
