@@ -291,6 +291,7 @@ class FINDInterface(nn.Module):
         # the criterion reads them at its points from the channels-last features
         per_layer = aux_outputs or refresh is not None
         sample_features = features_cl if per_layer else None
+        del features_cl  # not held through the pass when only the resized maps are read
 
         def predict(content: torch.Tensor, level: Optional[int]):
             h = self.heads(
