@@ -5,7 +5,11 @@ Inputs
 ``outputs``: dict of the interface's named outputs (spec §1.5), each [B, n, ...], plus optionally
 ``aux_outputs`` = list of dicts with the same keys, one per earlier prediction (first = initial
 queries, last = the layer before the final one). Other keys (``item_padding``, ``class_bank``) are
-ignored.
+ignored. A mask output (``pred_masks``, ``pred_gmasks``, ``pred_smasks``, ``pred_imasks``) is
+a [B, n, h, w] logit tensor, or factored (:class:`~find_plugin.core.mask_logits.FactoredMasks`,
+or the interface's :class:`~find_plugin.core.mask_logits.LayerOutputs`, whose mask outputs are
+read factored): the matchers then read the mask features at their points and the losses make the
+matched rows only, the same values up to float rounding.
 
 Per-item rows: the per-image item sets (description queries, spatial queries, entity queries) are
 padded to the batch maximum along axis 1. ``outputs["item_padding"][variable]`` [B, n] (True =
@@ -57,6 +61,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .mask_logits import MaskLogits, as_mask_logits
 from .matcher import HungarianMatcher, MatchIndices
 from .point_losses import RandFn, dice_loss, sample_mask_points, sigmoid_bce_loss
 from .retrieval import fine_grained_loss, itc_loss
@@ -190,8 +195,7 @@ class FINDCriterion(nn.Module):
             count = sum(len(_get(t, "labels", i)) for i, t in enumerate(targets))
             num_masks = _average_count(count, _get(outputs, "pred_logits").device)
         rows = self._item_rows(outputs, targets)
-        final = {k: v for k, v in outputs.items() if k != "aux_outputs"}
-        layers = [("", final)]
+        layers = [("", outputs)]  # layer_losses reads its keys only (not aux_outputs)
         if self.deep_supervision:
             aux = list(outputs.get("aux_outputs", []))
             # official order: the deepest aux layer first (draw order and dict order)
@@ -243,7 +247,7 @@ class FINDCriterion(nn.Module):
         if "labels" in self.losses or "masks" in self.losses:
             indices = self.matcher.match_default(
                 _get(outputs, "pred_logits").detach(),
-                _get(outputs, "pred_masks").detach(),
+                _masks(outputs, "pred_masks").detach(),
                 targets,
                 rand_fn,
             )
@@ -284,7 +288,7 @@ class FINDCriterion(nn.Module):
     def loss_masks(
         self, outputs, targets, indices, num_masks, rand_fn=None
     ) -> Dict[str, torch.Tensor]:
-        pred = _get(outputs, "pred_masks")
+        pred = _masks(outputs, "pred_masks")
         src = _gather_pred(pred, indices)
         tgt = _gather_tgt([_get(t, "masks", b) for b, t in enumerate(targets)], indices, pred)
         return self._mask_terms("mask", pred, src, tgt, num_masks, rand_fn)
@@ -293,13 +297,13 @@ class FINDCriterion(nn.Module):
     def loss_groundings(
         self, outputs, targets, logit_scale, rows, rand_fn=None
     ) -> Dict[str, torch.Tensor]:
-        gmasks = _get(outputs, "pred_gmasks")
+        gmasks = _masks(outputs, "pred_gmasks")
         gtexts = _get(outputs, "pred_gtexts")
         gquery = _get(outputs, "pred_grounding_query")
         tmasks = [_get(t, "grounding_masks", b) for b, t in enumerate(targets)]
         if sum(len(m) for m in tmasks) == 0:
             # nothing to ground in the batch: no matching (and no draws)
-            zero = _zero(gmasks, gtexts, gquery)
+            zero = _zero(gmasks.anchor(), gtexts, gquery)
             return {"grounding_bce": zero, "grounding_dice": zero, "grounding_ce": zero}
         logits = [
             grounding_logits(gtexts[b], gquery[b, rows[b]], logit_scale) for b in range(len(tmasks))
@@ -338,7 +342,7 @@ class FINDCriterion(nn.Module):
 
     # ------------------------------------------------------------------ interactive
     def loss_spatials(self, outputs, targets, rows, rand_fn=None) -> Dict[str, torch.Tensor]:
-        smasks = _get(outputs, "pred_smasks")
+        smasks = _masks(outputs, "pred_smasks")
         embs = _get(outputs, "pred_smaskembs")
         queries = _get(outputs, "pred_pspatials")
         tmasks = [_get(t, "spatial_masks", b) for b, t in enumerate(targets)]
@@ -357,7 +361,7 @@ class FINDCriterion(nn.Module):
     def loss_interleaves(
         self, outputs, targets, logit_scale, rows, rand_fn=None
     ) -> Dict[str, torch.Tensor]:
-        imasks = _get(outputs, "pred_imasks")
+        imasks = _masks(outputs, "pred_imasks")
         im_emb, ent_pix = _get(outputs, "pred_imaskembs"), _get(outputs, "pred_entity_pixel")
         ic_emb, ent_cls = _get(outputs, "pred_interleave_objects"), _get(
             outputs, "pred_entity_class"
@@ -407,7 +411,7 @@ class FINDCriterion(nn.Module):
         if not any(bool(m.any()) for m in tmasks):
             # no positive GT pixel in the batch: every item would be skipped; no matching (and no
             # draws), as in the official code
-            zero = _zero(pred_masks, *zero_of)
+            zero = _zero(pred_masks.anchor(), *zero_of)
             return {f"{prefix}_bce": zero, f"{prefix}_dice": zero, f"{prefix}_ce": zero}
         indices = matcher.match_by_logits(
             [lg.detach() for lg in logits], pred_masks.detach(), tmasks, rand_fn
@@ -421,11 +425,11 @@ class FINDCriterion(nn.Module):
             si, ti = si[keep], ti[keep]
             ce_rows.append(logits[b].t()[ti])  # [n_kept, Q]: one distribution over proposals each
             ce_targets.append(si)
-            src_list.append(pred_masks[b, si])
+            src_list.append(pred_masks.rows(b, si))
             tgt_list.append(tm[ti])
         num = sum(len(s) for s in ce_targets)
         if num == 0:
-            zero = _zero(pred_masks, *zero_of)
+            zero = _zero(pred_masks.anchor(), *zero_of)
             return {f"{prefix}_bce": zero, f"{prefix}_dice": zero, f"{prefix}_ce": zero}
         rows = torch.cat(ce_rows).float()
         onehot = torch.zeros_like(rows)
@@ -442,7 +446,7 @@ class FINDCriterion(nn.Module):
         self, prefix, pred_all, src, tgt, num_masks, rand_fn=None
     ) -> Dict[str, torch.Tensor]:
         if src.shape[0] == 0:
-            zero = _zero(pred_all)
+            zero = _zero(pred_all.anchor())
             return {f"{prefix}_bce": zero, f"{prefix}_dice": zero}
         logits, labels = sample_mask_points(
             src.float(),
@@ -471,18 +475,31 @@ def _zero(*tensors: torch.Tensor) -> torch.Tensor:
     return sum(t.sum() * 0.0 for t in tensors)
 
 
-def _gather_pred(pred: torch.Tensor, indices: Sequence[MatchIndices]) -> torch.Tensor:
-    parts = [pred[b, src] for b, (src, _) in enumerate(indices)]
-    return torch.cat(parts) if parts else pred.new_zeros((0,) + tuple(pred.shape[2:]))
+def _masks(outputs: Mapping, key: str) -> MaskLogits:
+    """Mask output ``key`` as mask logits: factored when the interface left it so
+    (:class:`~find_plugin.core.mask_logits.LayerOutputs`), else the [B, n, h, w] tensor."""
+    if hasattr(outputs, "mask_logits"):
+        if key not in outputs:
+            _get(outputs, key)  # the KeyError naming the keys
+        return outputs.mask_logits(key)
+    return as_mask_logits(_get(outputs, key), key)
 
 
-def _gather_tgt(masks: Sequence[torch.Tensor], indices, like: torch.Tensor) -> torch.Tensor:
-    """Matched target masks [n, H, W]; smaller masks are zero-padded bottom/right to the batch max
-    (the same layout as the padded image batch)."""
+def _gather_pred(pred: MaskLogits, indices: Sequence[MatchIndices]) -> torch.Tensor:
+    """Matched rows of every image at full resolution: [n, h, w] (only those rows are made)."""
+    parts = [pred.rows(b, src) for b, (src, _) in enumerate(indices)]
+    if parts:
+        return torch.cat(parts)
+    return torch.zeros((0,) + pred.size, dtype=pred.dtype, device=pred.device)
+
+
+def _gather_tgt(masks: Sequence[torch.Tensor], indices, like: MaskLogits) -> torch.Tensor:
+    """Matched target masks [n, H, W] (dtype of ``like``); smaller masks are zero-padded
+    bottom/right to the batch max (the same layout as the padded image batch)."""
     parts = [m.to(like.device)[tgt] for m, (_, tgt) in zip(masks, indices)]
     parts = [p for p in parts if p.shape[0] > 0]
     if not parts:
-        return like.new_zeros((0,) + tuple(like.shape[2:]))
+        return torch.zeros((0,) + like.size, dtype=like.dtype, device=like.device)
     height = max(p.shape[1] for p in parts)
     width = max(p.shape[2] for p in parts)
     parts = [

@@ -8,10 +8,16 @@ Official order (``prepare_vision_features`` of the FIND decoder), per level l:
    the map the visual-prompt sampler samples (after its own ``mask_sptial_embed[l]``);
 3. ``pos_l = sine(x_l)``: the 2-D sine encoding, which depends only on the map's size, so taking it
    of the projected or of the raw map is the same.
+
+When the projected features carry no gradient (frozen vision side, identity ``input_proj``) but
+autograd is recording (training), the layers' keys/values are kept without the level embedding
+and get it after their projection: ``(proj + e) W = proj W + e W``. The big [hw, C] x [C, C]
+products then need no input gradient in the backward pass (only the [C] level embedding does),
+for the same values up to float rounding.
 """
 
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -50,7 +56,9 @@ class FeatureLevels:
     ``pos[l]`` [B, h_l*w_l, C]: sine positional encoding;
     ``keys[l]`` [B, h_l*w_l, C]: ``src + pos``, the content-attention keys (added once per pass,
     shared by the layers reading level l);
-    ``sizes[l]`` (h_l, w_l).
+    ``sizes[l]`` (h_l, w_l);
+    ``offsets[l]``: None, or the level embedding [C] that ``src[l]`` and ``keys[l]`` leave out
+    (added after the key/value projections, see the module docstring).
     """
 
     maps: List[torch.Tensor]
@@ -58,6 +66,7 @@ class FeatureLevels:
     pos: List[torch.Tensor]
     keys: List[torch.Tensor]
     sizes: List[Tuple[int, int]]
+    offsets: List[Optional[torch.Tensor]]
 
     @property
     def batch_size(self) -> int:
@@ -100,13 +109,18 @@ def prepare_levels(
     hidden_dim: int,
 ) -> FeatureLevels:
     """features[l] [B, in_channels, h_l, w_l] -> :class:`FeatureLevels` (official order above)."""
-    maps, src, pos, keys, sizes = [], [], [], [], []
+    maps, src, pos, keys, sizes, offsets = [], [], [], [], [], []
     for lvl, x in enumerate(features):
-        f = input_proj[lvl](x) + level_embed.weight[lvl][None, :, None, None]
+        proj = input_proj[lvl](x)
+        embed = level_embed.weight[lvl]
+        f = proj + embed[None, :, None, None]
         maps.append(f)
-        src.append(f.flatten(2).transpose(1, 2))
+        # split only where it saves the input gradient of the layers' projections (module doc)
+        split = torch.is_grad_enabled() and embed.requires_grad and not proj.requires_grad
+        src.append((proj if split else f).flatten(2).transpose(1, 2))
+        offsets.append(embed if split else None)
         pe = sine_position_encoding(f, num_pos_feats=hidden_dim // 2)
         pos.append(pe.flatten(2).transpose(1, 2))
         keys.append(src[-1] + pos[-1])
         sizes.append(tuple(f.shape[-2:]))
-    return FeatureLevels(maps, src, pos, keys, sizes)
+    return FeatureLevels(maps, src, pos, keys, sizes, offsets)

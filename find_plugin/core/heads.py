@@ -9,14 +9,18 @@ For the output rows x [B, N, C] of the combined sequence:
 4. pixel = mask_embed(x)       (3-layer MLP, mask_dim; the "pixel space");
 5. masks = einsum(pixel, mask_features) at stride 4 (only for rows that need masks);
 6. class logits = exp(logit_scale) * cos(semantic, class bank) (object proposals);
-7. next-layer attention mask: sigmoid(bilinear resize(masks, level size)) < 0.5 (True = blocked).
+7. next-layer attention mask: sigmoid(masks at the level size) < 0.5 (True = blocked).
 
-Between layers, when no per-layer outputs are wanted (inference without ``aux_outputs``), only
-step 7 is needed, and only at the next layer's level size: the masks are linear in the mask
+Step 7 needs the masks only at the next layer's level size: the masks are linear in the mask
 features and a bilinear resize is linear too, so resize(einsum(pixel, F)) = einsum(pixel,
-resize(F)). :meth:`PredictionHeads.attention_mask` computes it from the mask features resized
-once per pass (``attn_features``), on the mask rows only: a fraction of the work of
-full-resolution masks (the same logits up to float rounding).
+resize(F)). The heads compute it from the mask features resized once per pass to each level size
+(``attn_features``), on the mask rows only: a fraction of the work of resizing full-resolution
+masks (the same logits up to float rounding). Between layers, when no per-layer outputs are
+wanted (inference without ``aux_outputs``), :meth:`PredictionHeads.attention_mask` computes only
+step 7. With per-layer outputs (training, ``dense_masks=False``) step 5 is left factored
+(:class:`~find_plugin.core.mask_logits.FactoredMasks`): the criterion reads the masks at its
+points only, and any other consumer gets them made on first read
+(:class:`~find_plugin.core.mask_logits.LayerOutputs`).
 
 Re-implements (facts from the papers and code, no code copied):
 - FIND: Zou et al., "Interfacing Foundation Models' Embeddings", arXiv 2312.07532
@@ -29,11 +33,11 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .attention_mask import SequenceLayout
 from .layers import MLP
+from .mask_logits import FactoredMasks, LayerOutputs
 from .prototypes import IMAGE_QUERY, OBJECT, VariableSpec
 from .similarity import l2_normalize
 
@@ -61,11 +65,16 @@ class PredictionHeads(nn.Module):
         object_slice: Tuple[int, int],
         image_row: Optional[int],
         mask_rows: torch.Tensor,
-        attn_size: Optional[Tuple[int, int]],
+        attn_features: Optional[torch.Tensor] = None,
+        dense_masks: bool = True,
+        sample_features: Optional[torch.Tensor] = None,
     ):
-        """x [B, N, C] (output rows); mask_rows [M] long (rows that need masks);
-        returns dict: semantic [B, N, dim_proj], pixel [B, N, mask_dim], masks [B, M, H, W],
-        attn_blocked [B, M, h*w] bool (None if attn_size is None)."""
+        """x [B, N, C] (output rows); mask_rows [M] long (rows that need masks); attn_features
+        [B, mask_dim, h, w]: mask features resized to the next layer's level size (None: no next
+        layer); returns dict: semantic [B, N, dim_proj], pixel [B, N, mask_dim], masks
+        [B, M, H, W] (``dense_masks``) or :class:`FactoredMasks` of them (``sample_features``:
+        the mask features in channels-last format for their point reads), attn_blocked
+        [B, M, h*w] bool (None without ``attn_features``)."""
         x = self.decoder_norm(x)
         if image_row is not None:
             o0, o1 = object_slice
@@ -77,11 +86,16 @@ class PredictionHeads(nn.Module):
             x = torch.cat([x[:, :image_row], pooled, x[:, image_row + 1 :]], dim=1)
         semantic = x @ self.class_embed
         pixel = self.mask_embed(x)
-        masks = torch.einsum("bqc,bchw->bqhw", pixel[:, mask_rows], mask_features)
+        mask_pixel = pixel[:, mask_rows]
+        if dense_masks:
+            masks = torch.einsum("bqc,bchw->bqhw", mask_pixel, mask_features)
+        else:
+            masks = FactoredMasks(mask_pixel, mask_features, sample_features)
         blocked = None
-        if attn_size is not None:
-            resized = F.interpolate(masks, size=attn_size, mode="bilinear", align_corners=False)
-            blocked = _blocked(resized)
+        if attn_features is not None:
+            # detached: the attention mask carries no gradient, so no graph is built for it
+            attn = torch.einsum("bqc,bchw->bqhw", mask_pixel.detach(), attn_features.detach())
+            blocked = _blocked(attn)
         return {"semantic": semantic, "pixel": pixel, "masks": masks, "attn_blocked": blocked}
 
     def attention_mask(
@@ -138,12 +152,12 @@ class OutputPlan:
             image_row=slices[IMAGE_QUERY][0] if pool_image_query else None,
         )
 
-    def organize(
-        self, heads: Dict, class_bank: Optional[torch.Tensor], logit_scale: torch.Tensor
-    ) -> Dict[str, torch.Tensor]:
+    def organize(self, heads: Dict, class_bank: Optional[torch.Tensor], logit_scale: torch.Tensor):
         """Heads' output of one layer -> the named outputs (spec §1.5) of every variable;
-        ``class_logits`` outputs only when a class bank is given."""
-        res = {}
+        ``class_logits`` outputs only when a class bank is given. A dict, or a
+        :class:`LayerOutputs` (mask outputs made on first read) when the masks are factored."""
+        res, lazy = {}, {}
+        factored = isinstance(heads["masks"], FactoredMasks)
         for s in self.specs:
             rows = slice(*self.slices[s.name])
             for name, space in s.outputs:
@@ -151,11 +165,14 @@ class OutputPlan:
                     res[name] = heads["semantic"][:, rows]
                 elif space == "pixel":
                     res[name] = heads["pixel"][:, rows]
+                elif space == "mask" and factored:
+                    res[name] = None  # keeps its place; LayerOutputs makes it on first read
+                    lazy[name] = self.mask_slices[s.name]
                 elif space == "mask":
                     res[name] = heads["masks"][:, slice(*self.mask_slices[s.name])]
                 elif space == "class_logits" and class_bank is not None:
                     res[name] = cosine_logits(heads["semantic"][:, rows], class_bank, logit_scale)
-        return res
+        return LayerOutputs(res, heads["masks"], lazy) if factored else res
 
 
 def _consecutive(specs: Sequence[VariableSpec], span) -> Dict[str, Tuple[int, int]]:

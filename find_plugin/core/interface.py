@@ -42,7 +42,10 @@ Returns a dict with the named outputs of spec §1.5 present for the requested ta
 (B, n, ...); masks (B, n, H/4, W/4)), ``aux_outputs`` (list: heads on the initial queries, then
 after every layer but the last; the top level is the last layer; absent with
 ``aux_outputs=False``), ``item_padding`` (variable name
--> [B, n] bool, True = padded per-item query) and optionally ``class_bank``.
+-> [B, n] bool, True = padded per-item query) and optionally ``class_bank``. With per-layer
+outputs (``aux_outputs``, training) the top level and every ``aux_outputs`` entry are
+:class:`~find_plugin.core.mask_logits.LayerOutputs` mappings: their masks are made on first read,
+and :class:`~find_plugin.core.criterion.FINDCriterion` reads them factored, at its points only.
 
 Stages of :meth:`FINDInterface.forward`: feature levels -> variables -> sequence plan (layout and
 attention masks) -> prediction heads on the initial rows, then after each
@@ -215,11 +218,12 @@ class FINDInterface(nn.Module):
     ) -> List[Dict[str, torch.Tensor]]:
         """Stage 4: heads on the initial rows, then each layer followed by the heads.
 
-        ``predict(content, size) -> (outputs, attn_blocked)`` runs the heads, ``attn_blocked``
-        [B, M, h*w] being the masks of the sequence rows ``mask_rows`` [M] at level ``size``
-        (None: the last layer needs none). ``attention_mask(content, level) -> attn_blocked``,
-        when given, replaces ``predict`` before every layer but the last (no per-layer outputs).
-        Returns the outputs of every stage run through ``predict`` (initial rows first)."""
+        ``predict(content, level) -> (outputs, attn_blocked)`` runs the heads, ``attn_blocked``
+        [B, M, h*w] being the masks of the sequence rows ``mask_rows`` [M] at the size of
+        ``level`` (None: the last layer needs none). ``attention_mask(content, level) ->
+        attn_blocked``, when given, replaces ``predict`` before every layer but the last (no
+        per-layer outputs). Returns the outputs of every stage run through ``predict`` (initial
+        rows first)."""
         content, pos = plan.content, plan.pos
         predictions = []
 
@@ -227,7 +231,7 @@ class FINDInterface(nn.Module):
             last = i == self.num_layers
             if attention_mask is not None and not last:
                 return attention_mask(content, i % self.num_levels)
-            outputs, blocked = predict(content, None if last else levels.sizes[i % self.num_levels])
+            outputs, blocked = predict(content, None if last else i % self.num_levels)
             predictions.append(outputs)
             return blocked
 
@@ -245,6 +249,7 @@ class FINDInterface(nn.Module):
                 key_rows=plan.key_rows,
                 cross_allowed=allowed,
                 self_allowed=plan.self_allowed,
+                image_offset=levels.offsets[lvl],
             )
             blocked = heads(content, i + 1)
         return predictions
@@ -274,14 +279,30 @@ class FINDInterface(nn.Module):
         refresh = self._class_refresh(tasks, class_bank, out_plan)
         bank = {"current": class_bank}
 
-        def predict(content: torch.Tensor, attn_size: Optional[Tuple[int, int]]):
+        # Channels-last mask features, once per pass: CPU bilinear resizes and point reads of
+        # many-channel maps work in that layout (an NCHW input is copied into it on every call).
+        features_cl = mask_features.contiguous(memory_format=torch.channels_last)
+        # the mask features at each level size, resized once per pass (attention masks)
+        attn_features = [
+            F.interpolate(features_cl, size=sz, mode="bilinear", align_corners=False)
+            for sz in levels.sizes
+        ]
+        # per-layer outputs (training, parity): the masks stay factored until read (heads.py),
+        # the criterion reads them at its points from the channels-last features
+        per_layer = aux_outputs or refresh is not None
+        sample_features = features_cl if per_layer else None
+        del features_cl  # not held through the pass when only the resized maps are read
+
+        def predict(content: torch.Tensor, level: Optional[int]):
             h = self.heads(
                 content[:, out_plan.rows],
                 mask_features,
                 object_slice=out_plan.object_slice,
                 image_row=out_plan.image_row,
                 mask_rows=out_plan.mask_rows,
-                attn_size=attn_size,
+                attn_features=None if level is None else attn_features[level],
+                dense_masks=not per_layer,
+                sample_features=sample_features,
             )
             if refresh is not None:
                 class_rows, indexes = refresh
@@ -291,12 +312,10 @@ class FINDInterface(nn.Module):
                 bank["current"] = ClassBank.refreshed(class_bank, rows, all_gather_no_grad(indexes))
             return out_plan.organize(h, bank["current"], self.logit_scale), h["attn_blocked"]
 
-        light = None
-        if not aux_outputs and refresh is None:
-            light = self._attention_masks(mask_features, levels, out_plan)
+        light = None if per_layer else self._attention_masks(attn_features, out_plan)
         predictions = self.run_layers(plan, levels, predict, out_plan.mask_seq_rows, light)
-        outputs = dict(predictions[-1])
-        if light is None:
+        outputs = predictions[-1]
+        if per_layer:
             outputs["aux_outputs"] = predictions[:-1]
         outputs["item_padding"] = {
             s.name: plan.layout.padding[:, slice(*plan.layout.slices[s.name])]
@@ -307,14 +326,10 @@ class FINDInterface(nn.Module):
             outputs["class_bank"] = bank["current"].detach()
         return outputs
 
-    def _attention_masks(self, mask_features: torch.Tensor, levels: FeatureLevels, out: OutputPlan):
+    def _attention_masks(self, attn_features: List[torch.Tensor], out: OutputPlan):
         """``attention_mask(content, level) -> attn_blocked`` for :meth:`run_layers` when no
-        per-layer outputs are wanted: the mask features are resized to each level size once per
-        pass (shared by the layers of that level)."""
-        attn_features = [
-            F.interpolate(mask_features, size=sz, mode="bilinear", align_corners=False)
-            for sz in levels.sizes
-        ]
+        per-layer outputs are wanted; ``attn_features``: the mask features resized to each level
+        size (once per pass, shared by the layers of that level)."""
 
         def attention_mask(content: torch.Tensor, level: int) -> torch.Tensor:
             return self.heads.attention_mask(

@@ -14,6 +14,7 @@ Re-implements (facts from the papers and code, no code copied):
 """
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,13 @@ class MaskedAttention(nn.Module):
     """Multi-head attention with packed in-projection (parameter names of nn.MultiheadAttention).
 
     Shapes: query [B, Nq, C], key/value [B, Nk, C], allowed [B, Nq, Nk] bool -> [B, Nq, C].
+    ``offset`` [C] (optional): a vector added to every key and value row, applied after their
+    projection (``(x + o) W = x W + o W``: no input gradient for the large ``key``/``value``
+    when only ``offset`` needs one); ``more_keys`` / ``more_values`` [B, Nt, C] (optional):
+    further keys/values (no offset) after ``key``/``value``: ``allowed`` is then [B, Nq, Nk + Nt].
+    When no row is allowed keys of both kinds (every FIND prototype: a row reads image keys or
+    token keys), the two kinds are attended apart and added, which equals one softmax over the
+    concatenation without building it.
     """
 
     def __init__(self, *, dim: int, num_heads: int):
@@ -43,29 +51,44 @@ class MaskedAttention(nn.Module):
         b, n, _ = x.shape
         return x.view(b, n, self.num_heads, self.dim // self.num_heads).transpose(1, 2)
 
-    def forward(self, query: torch.Tensor, key, value, allowed) -> torch.Tensor:
-        """``key`` / ``value`` [B, Nk, C] and ``allowed`` [B, Nq, Nk], or three equally long
-        sequences of them: key groups where each query row is allowed keys of ONE group at most.
-        Then the result equals the attention over the concatenated groups (the other groups'
-        terms of the row's softmax are exactly 0) without copying the groups into one tensor: a
-        row's output is its group's attention, the other groups give it exact zeros."""
-        if isinstance(key, torch.Tensor):
-            return self.out_proj(self.attend(query, key, value, allowed))
-        out = None
-        for k, v, a in zip(key, value, allowed):
-            part = self.attend(query, k, v, a)
-            out = part if out is None else out + part
-        return self.out_proj(out)
-
-    def attend(
-        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, allowed: torch.Tensor
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        allowed: torch.Tensor,
+        *,
+        offset: Optional[torch.Tensor] = None,
+        more_keys: Optional[torch.Tensor] = None,
+        more_values: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """The attention before the output projection: [B, Nq, C], 0 on rows with no key."""
         w_q, w_k, w_v = self.in_proj_weight.chunk(3)
         b_q, b_k, b_v = self.in_proj_bias.chunk(3)
         q = self._split(F.linear(query, w_q, b_q))
-        k = self._split(F.linear(key, w_k, b_k))
-        v = self._split(F.linear(value, w_v, b_v))
+        ob_k, ob_v = b_k, b_v
+        if offset is not None:  # the projected offset joins the bias (one GEMM with bias)
+            ob_k, ob_v = F.linear(offset, w_k, b_k), F.linear(offset, w_v, b_v)
+        k, v = F.linear(key, w_k, ob_k), F.linear(value, w_v, ob_v)
+        if more_keys is None:
+            return self.out_proj(self._attend(q, k, v, allowed))
+        mk, mv = F.linear(more_keys, w_k, b_k), F.linear(more_values, w_v, b_v)
+        n = key.shape[1]
+        first, more = allowed[..., :n], allowed[..., n:]
+        if bool((first.any(-1) & more.any(-1)).any()):  # a row reads both: one softmax
+            return self.out_proj(
+                self._attend(q, torch.cat([k, mk], 1), torch.cat([v, mv], 1), allowed)
+            )
+        # Each row reads one group only: the other group's terms of its softmax are exactly 0,
+        # so two attentions (each zero on the rows without a key in it) add up to the one over
+        # [key ; more_keys], without copying the projected image keys per layer.
+        return self.out_proj(self._attend(q, k, v, first) + self._attend(q, mk, mv, more))
+
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor
+    ) -> torch.Tensor:
+        """Projected q [B, h, Nq, d] (split), k / v [B, Nk, C] -> [B, Nq, C] before the output
+        projection; 0 on rows with no allowed key."""
+        k, v = self._split(k), self._split(v)
         has_key = allowed.any(-1)  # [B, Nq]
         # Fully masked rows would give NaN in SDPA: let them attend everything, then zero them.
         safe = allowed | ~has_key[..., None]
@@ -74,7 +97,7 @@ class MaskedAttention(nn.Module):
         neg = torch.finfo(q.dtype).min / 2
         bias = torch.zeros(safe.shape, dtype=q.dtype, device=q.device).masked_fill_(~safe, neg)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[:, None])
-        out = out.transpose(1, 2).reshape(query.shape[0], query.shape[1], self.dim)
+        out = out.transpose(1, 2).reshape(q.shape[0], q.shape[2], self.dim)
         return out * has_key[..., None].to(out.dtype)
 
 
@@ -161,29 +184,33 @@ class InterfaceLayer(nn.Module):
         key_rows: torch.Tensor,
         cross_allowed: torch.Tensor,
         self_allowed: torch.Tensor,
+        image_offset: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """content / pos [B, N, C] (the combined sequence); image [B, hw, C] (this layer's level)
         and image_keys [B, hw, C] (image + its positional encoding); cross_rows [Nc] long: the
         rows with a content-attention rule (only they are updated by it); key_rows [Nk] long: the
         sequence rows some rule reads as token keys; cross_allowed [B, Nc, hw + Nk] bool (image
-        keys first); self_allowed [B, N, N] bool.
+        keys first); self_allowed [B, N, N] bool; image_offset [C] (optional): a vector the image
+        keys and values leave out, added after their projection (the level embedding,
+        :mod:`~find_plugin.core.feature_levels`).
         Returns the new content [B, N, C]."""
         # The official model attends image keys and token keys separately; a row reads one kind
         # only, so one attention over both groups equals it. The groups stay separate tensors:
         # concatenating the token keys to the image keys would copy the whole level per layer.
         q = content + pos
+        token_keys = token_values = None
+        if len(key_rows):  # projected apart from the image keys (MaskedAttention.more_keys)
+            token_keys, token_values = q[:, key_rows], content[:, key_rows]
         qc, vc = q[:, cross_rows], content[:, cross_rows]
-        hw = image.shape[1]
-        img_allowed, tok_allowed = cross_allowed[..., :hw], cross_allowed[..., hw:]
-        if len(key_rows) == 0:
-            attended = self.cross_attn(qc, image_keys, image, cross_allowed)
-        elif bool((img_allowed.any(-1) & tok_allowed.any(-1)).any()):  # no FIND prototype
-            keys = torch.cat([image_keys, q[:, key_rows]], dim=1)  # one softmax over both
-            values = torch.cat([image, content[:, key_rows]], dim=1)
-            attended = self.cross_attn(qc, keys, values, cross_allowed)
-        else:
-            keys, values = (image_keys, q[:, key_rows]), (image, content[:, key_rows])
-            attended = self.cross_attn(qc, keys, values, (img_allowed, tok_allowed))
+        attended = self.cross_attn(
+            qc,
+            image_keys,
+            image,
+            cross_allowed,
+            offset=image_offset,
+            more_keys=token_keys,
+            more_values=token_values,
+        )
         updated = self.cross_norm(vc + attended)
         content = content.index_copy(1, cross_rows, updated)
         q = content + pos

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from .mask_logits import MaskLogits, as_mask_logits
 from .point_losses import RandFn, grid_points, pairwise_bce_cost, pairwise_dice_cost, point_sample
 
 __all__ = ["HungarianMatcher", "MatchIndices", "default_class_cost", "proposal_class_cost"]
@@ -84,7 +85,7 @@ class HungarianMatcher:
     @torch.no_grad()
     def mask_costs(
         self,
-        pred_masks: torch.Tensor,
+        pred_masks,
         tgt_masks: Sequence[torch.Tensor],
         rand_fn: Optional[RandFn] = None,
     ) -> List[torch.Tensor]:
@@ -95,7 +96,9 @@ class HungarianMatcher:
         official matcher does.
 
         Args:
-            pred_masks: [B, Q, h, w] mask logits.
+            pred_masks: [B, Q, h, w] mask logits, or their
+                :class:`~find_plugin.core.mask_logits.FactoredMasks` (the mask features are read
+                at the points, then multiplied with the embeddings: no full-resolution masks).
             tgt_masks: per image [N_b, H_b, W_b] binary masks (any resolution).
             rand_fn: source of the uniform draws (default :func:`torch.rand`), see
                 :data:`~find_plugin.core.point_losses.RandFn`.
@@ -103,21 +106,20 @@ class HungarianMatcher:
             per image [Q, N_b].
         """
         rand_fn = torch.rand if rand_fn is None else rand_fn
-        num_q = pred_masks.shape[1]
-        device = pred_masks.device
+        masks = as_mask_logits(pred_masks)
+        num_q, device = masks.num_rows, masks.device
         out = []
         for b, tgt in enumerate(tgt_masks):
             if self.num_points is None:
-                coords = grid_points(pred_masks.shape[-2], pred_masks.shape[-1], device=device)
+                coords = grid_points(*masks.size, device=device)
             else:
                 coords = rand_fn((1, self.num_points, 2), device=device, dtype=torch.float32)[0]
             if tgt.shape[0] == 0:
-                out.append(pred_masks.new_zeros(num_q, 0, dtype=torch.float32))
+                out.append(torch.zeros(num_q, 0, dtype=torch.float32, device=device))
                 continue
-            src = pred_masks[b].float().unsqueeze(1)  # [Q, 1, h, w]
-            src_pts = point_sample(src, coords.expand(num_q, -1, -1))[:, 0]
-            t = tgt.to(device=device, dtype=torch.float32).unsqueeze(1)
-            tgt_pts = point_sample(t, coords.expand(t.shape[0], -1, -1))[:, 0]
+            src_pts = masks.sample(b, coords)  # [Q, P], the rows read at the shared points
+            t = tgt.to(device=device, dtype=torch.float32)[None]
+            tgt_pts = point_sample(t, coords[None])[0]  # [N_b, P]
             cost = self.cost_mask * pairwise_bce_cost(src_pts, tgt_pts)
             out.append(cost + self.cost_dice * pairwise_dice_cost(src_pts, tgt_pts))
         return out
@@ -152,7 +154,7 @@ class HungarianMatcher:
     def match_default(
         self,
         pred_logits: torch.Tensor,
-        pred_masks: torch.Tensor,
+        pred_masks,
         targets: Sequence[dict],
         rand_fn: Optional[RandFn] = None,
     ) -> List[MatchIndices]:
@@ -160,10 +162,11 @@ class HungarianMatcher:
 
         Args:
             pred_logits: [B, Q, K+1] (background = last class).
-            pred_masks: [B, Q, h, w].
+            pred_masks: [B, Q, h, w] or mask logits, see :meth:`mask_costs`.
             targets: per image ``{"labels": [N] int64 in [0, K), "masks": [N, H, W]}``.
             rand_fn: source of the point draws, see :meth:`mask_costs`.
         """
+        pred_masks = as_mask_logits(pred_masks)
         _check_batch(pred_masks, targets)
         tgt_masks = [_require(t, "masks", b) for b, t in enumerate(targets)]
         mask_costs = self.mask_costs(pred_masks, tgt_masks, rand_fn)
@@ -182,7 +185,7 @@ class HungarianMatcher:
     def match_by_logits(
         self,
         logits: Sequence[torch.Tensor],
-        pred_masks: torch.Tensor,
+        pred_masks,
         tgt_masks: Sequence[torch.Tensor],
         rand_fn: Optional[RandFn] = None,
     ) -> List[MatchIndices]:
@@ -190,20 +193,21 @@ class HungarianMatcher:
 
         Args:
             logits: per image [Q, N_b] task logits (column j = GT item j).
-            pred_masks: [B, Q, h, w].
+            pred_masks: [B, Q, h, w] or mask logits, see :meth:`mask_costs`.
             tgt_masks: per image [N_b, H, W].
             rand_fn: source of the point draws, see :meth:`mask_costs`.
         """
-        if len(logits) != pred_masks.shape[0] or len(tgt_masks) != pred_masks.shape[0]:
+        pred_masks = as_mask_logits(pred_masks)
+        batch, num_q = pred_masks.batch_size, pred_masks.num_rows
+        if len(logits) != batch or len(tgt_masks) != batch:
             raise ValueError(
-                f"need one logits/target entry per image: B={pred_masks.shape[0]}, "
+                f"need one logits/target entry per image: B={batch}, "
                 f"got {len(logits)} logits and {len(tgt_masks)} target mask sets"
             )
         for b, (lg, tm) in enumerate(zip(logits, tgt_masks)):
-            if lg.shape[1] > pred_masks.shape[1] or tm.shape[0] > pred_masks.shape[1]:
+            if lg.shape[1] > num_q or tm.shape[0] > num_q:
                 raise ValueError(
-                    f"image {b}: cannot match {tm.shape[0]} targets to only "
-                    f"{pred_masks.shape[1]} proposals"
+                    f"image {b}: cannot match {tm.shape[0]} targets to only {num_q} proposals"
                 )
         mask_costs = self.mask_costs(pred_masks, tgt_masks, rand_fn)
         return [
@@ -217,8 +221,6 @@ def _require(target: dict, key: str, index: int):
     return target[key]
 
 
-def _check_batch(pred_masks: torch.Tensor, targets: Sequence[dict]) -> None:
-    if pred_masks.dim() != 4:
-        raise ValueError(f"pred masks must be [B, Q, h, w], got {tuple(pred_masks.shape)}")
-    if len(targets) != pred_masks.shape[0]:
-        raise ValueError(f"got {len(targets)} targets for a batch of {pred_masks.shape[0]}")
+def _check_batch(pred_masks: MaskLogits, targets: Sequence[dict]) -> None:
+    if len(targets) != pred_masks.batch_size:
+        raise ValueError(f"got {len(targets)} targets for a batch of {pred_masks.batch_size}")

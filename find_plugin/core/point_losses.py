@@ -28,6 +28,7 @@ RandFn = Callable[..., torch.Tensor]
 __all__ = [
     "RandFn",
     "point_sample",
+    "point_sample_vectors",
     "grid_points",
     "uncertainty",
     "uncertain_point_coords",
@@ -48,6 +49,38 @@ def point_sample(masks: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         )
     grid = (2.0 * coords - 1.0).unsqueeze(2)  # [R, P, 1, 2] in grid_sample's [-1, 1] convention
     return F.grid_sample(masks, grid.to(masks.dtype), align_corners=False).squeeze(3)
+
+
+def point_sample_vectors(maps: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Read one many-channel map ``maps`` [C, H, W] at ``coords`` [P, 2] -> [P, C]: the values of
+    :func:`point_sample` (bilinear, ``align_corners=False``, zeros outside), but each point is a
+    weighted sum of its 4 neighbouring channel vectors (one ``embedding_bag``), several times
+    faster on CPU for hundreds of channels; ``maps`` in channels-last layout is read in place."""
+    if maps.dim() != 3 or coords.dim() != 2 or coords.shape[-1] != 2:
+        raise ValueError(
+            f"point_sample_vectors expects maps [C,H,W] and coords [P,2], got "
+            f"{tuple(maps.shape)} and {tuple(coords.shape)}"
+        )
+    channels, height, width = maps.shape
+    table = maps.permute(1, 2, 0).reshape(height * width, channels)  # a view if channels-last
+    # pixel coordinates of grid_sample with align_corners=False: centre of pixel i at i + 0.5
+    x = coords[:, 0].to(torch.float32) * width - 0.5
+    y = coords[:, 1].to(torch.float32) * height - 0.5
+    x0, y0 = x.floor(), y.floor()
+    fx, fy = x - x0, y - y0
+    index, weight = [], []
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            xi, yi = x0 + dx, y0 + dy
+            inside = (xi >= 0) & (xi < width) & (yi >= 0) & (yi < height)
+            index.append((yi.clamp(0, height - 1) * width + xi.clamp(0, width - 1)).long())
+            weight.append(wx * wy * inside)
+    return F.embedding_bag(
+        torch.stack(index, 1),
+        table,
+        per_sample_weights=torch.stack(weight, 1).to(table.dtype),
+        mode="sum",
+    )
 
 
 def grid_points(height: int, width: int, *, device=None, dtype=torch.float32) -> torch.Tensor:

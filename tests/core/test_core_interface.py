@@ -372,3 +372,48 @@ def test_core_interface_without_aux_outputs_gives_the_same_outputs(tiny, tiny_mo
     for name, value in full.items():
         if torch.is_tensor(value):
             torch.testing.assert_close(light[name], value, atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_masked_attention_offset_and_more_keys_equal_the_concatenated_inputs():
+    """``offset`` is added to the key/value rows only (not to ``more_keys``), after projection."""
+    from find_plugin.core.layers import MaskedAttention
+
+    g = torch.Generator().manual_seed(0)
+    attn = MaskedAttention(dim=16, num_heads=4)
+    with torch.no_grad():
+        attn.in_proj_bias.normal_(generator=g)
+    q, k, v = (torch.randn(2, n, 16, generator=g) for n in (5, 12, 12))
+    tk, tv = torch.randn(2, 3, 16, generator=g), torch.randn(2, 3, 16, generator=g)
+    offset = torch.randn(16, generator=g)
+    allowed = torch.rand(2, 5, 15, generator=g) > 0.3
+    want = attn(q, torch.cat([k + offset, tk], 1), torch.cat([v + offset, tv], 1), allowed)
+    got = attn(q, k, v, allowed, offset=offset, more_keys=tk, more_values=tv)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_core_interface_level_embedding_after_projection_gives_the_same_training_pass(tiny):
+    """Frozen features in training: the layers add the level embedding after their key/value
+    projections (feature_levels); outputs and gradients equal those of features that need a
+    gradient (which keep the embedding in the keys/values)."""
+    results = []
+    for features_grad in (False, True):
+        model = tiny.model().train()
+        feats, mf, tasks = tiny.inputs(bsz=2)
+        tasks = tiny.project(model, tasks)
+        feats = [f.requires_grad_(features_grad) for f in feats]
+        levels = model.feature_levels(feats, mf)
+        assert all((o is None) == features_grad for o in levels.offsets)
+        out = model(feats, mf, tasks, generator=torch.Generator().manual_seed(0))
+        layers = [out] + out["aux_outputs"]
+        values = [layer[k] for layer in layers for k in layer if torch.is_tensor(layer[k])]
+        sum((v.float() ** 2).mean() for v in values if v.requires_grad).backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        results.append((values, grads))
+    (split, split_grads), (whole, whole_grads) = results
+    for a, b in zip(split, whole):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert split_grads.keys() == whole_grads.keys() and "level_embed.weight" in split_grads
+    for name in whole_grads:
+        torch.testing.assert_close(
+            split_grads[name], whole_grads[name], atol=1e-5, rtol=1e-4, msg=name
+        )

@@ -1,4 +1,4 @@
-"""``MaskedAttention`` over key groups and ``InterfaceLayer``'s content attention: image keys
+"""``MaskedAttention`` with ``more_keys`` and ``InterfaceLayer``'s content attention: image keys
 and token keys kept apart give what one softmax over the concatenated keys gives."""
 
 import torch
@@ -42,8 +42,8 @@ def test_attention_over_key_groups_equals_one_softmax_over_all_keys():
     torch.manual_seed(0)
     attn = MaskedAttention(dim=16, num_heads=4)
     query, img, tok, img_allowed, tok_allowed = _groups()
-    grouped = attn(query, (img, tok), (img + 1, tok + 1), (img_allowed, tok_allowed))
     keys, allowed = torch.cat([img, tok], 1), torch.cat([img_allowed, tok_allowed], -1)
+    grouped = attn(query, img, img + 1, allowed, more_keys=tok, more_values=tok + 1)
     expected = _reference(attn, query, keys, keys + 1, allowed)
     assert torch.allclose(grouped, expected, atol=1e-5)
     assert torch.allclose(attn(query, keys, keys + 1, allowed), expected, atol=1e-5)
