@@ -19,7 +19,9 @@ Predictions (``predict``; at ``ori_shape`` with ``rescale=True``, else at ``img_
 * ``pred_sem_seg.sem_seg`` [1, H, W] int64 arg-max class;
 * ``pred_instances``: ``masks`` [n, H, W] bool, ``scores`` [n], ``labels`` [n], ``bboxes`` [n, 4]
   (x1, y1, x2, y2 of the mask; zeros for an empty mask);
-* ``pred_grounding_masks`` [G, H, W] logits (foreground > 0), one per referring sentence;
+* ``pred_grounding_masks`` [G, H, W] logits (foreground > 0), one per referring sentence; on a
+  sample without the generic task they are also ``pred_instances.masks`` [G, H, W] bool, what
+  mmdet's ``RefSegMetric`` reads (with the ``gt_masks`` metainfo of ``PackFINDInputs``);
   ``pred_interleave_masks`` [E, H, W] logits, one per entity of the first sentence;
 * ``pred_interactive_ious`` [N, max_clicks] (click rounds against ``find_gt``);
 * ``pred_image_embedding`` [D]; ``pred_caption_embeddings`` [n, D] (retrieval);
@@ -291,6 +293,9 @@ class FINDDetector(FINDTaskModel, BaseDetector):
                 labels=inst["pred_classes"],
                 bboxes=masks_to_boxes(masks),
             )
+        elif "grounding_masks" in r:
+            # mmdet's referring segmentation metric (RefSegMetric) reads pred_instances.masks
+            ds.pred_instances = InstanceData(masks=r["grounding_masks"] > 0.0)
         for key in _PLAIN_OUTPUTS:
             if key in r:
                 ds.set_field(r[key], "pred_" + key)

@@ -51,8 +51,10 @@ class FINDGroundingMetric(BaseMetric):
         super().__init__(collect_device=collect_device, prefix=prefix or task)
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
-        metric = GroundingMetric()
+        # one state per sample: the gathering of mmengine (and the per-dataset slices of
+        # MultiDatasetsEvaluator) count results as samples
         for s in data_samples:
+            metric = GroundingMetric()
             pred = torch.as_tensor(_field(s, "pred_" + self.key, type(self).__name__))
             gt = _field(s, "find_gt", type(self).__name__)
             if self.key not in gt:
@@ -64,7 +66,7 @@ class FINDGroundingMetric(BaseMetric):
                     f"find_gt[{self.key!r}] {tuple(gt.shape)} must both be [n, H0, W0]"
                 )
             metric.update(pred > 0.0, gt.to(pred.device))
-        self.results.append(metric.state())
+            self.results.append(metric.state())
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         metric = GroundingMetric.from_states(results)

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from mmcv.transforms import BaseTransform
 from mmdet.datasets.transforms import PackDetInputs
 from mmdet.registry import TRANSFORMS
+from mmdet.structures.bbox import HorizontalBoxes
 from mmdet.structures.mask import BitmapMasks
 from mmengine.fileio import get
 
@@ -176,6 +177,10 @@ class FINDLoadTaskMasks(BaseTransform):
         if not keys:
             return results
         missing = [k for k in ("gt_masks",) + _GT_KEYS if k not in results]
+        if len(missing) == 1 + len(_GT_KEYS) and "gt_seg_map" not in results:
+            # no annotation loaded (a refs-only dataset, FINDRefCocoDataset): start empty ones
+            results.update(_empty_gt(h, w))
+            missing = []
         if missing:
             raise KeyError(
                 f"FINDLoadTaskMasks: results lack {missing}; place it after "
@@ -191,6 +196,16 @@ class FINDLoadTaskMasks(BaseTransform):
         flags = np.ones(len(keys), dtype=bool)
         results["gt_ignore_flags"] = np.concatenate([results["gt_ignore_flags"], flags])
         return results
+
+
+def _empty_gt(h: int, w: int) -> dict:
+    """The ``gt_*`` fields of mmdet's loaders for an image without an annotation."""
+    return {
+        "gt_masks": BitmapMasks(np.zeros((0, h, w), dtype=np.uint8), h, w),
+        "gt_bboxes": HorizontalBoxes(torch.zeros(0, 4)),
+        "gt_bboxes_labels": np.zeros(0, dtype=np.int64),
+        "gt_ignore_flags": np.zeros(0, dtype=bool),
+    }
 
 
 def pop_task_masks(results: dict) -> Optional[Dict[tuple, torch.Tensor]]:
@@ -356,7 +371,10 @@ class FINDSampleTasks(BaseTransform):
 @TRANSFORMS.register_module()
 class PackFINDInputs(PackDetInputs):
     """``PackDetInputs`` plus the data fields ``find_samples`` and ``find_gt`` of
-    :class:`FINDSampleTasks` (plain dicts: they stay on the CPU, the model moves what it needs)."""
+    :class:`FINDSampleTasks` (plain dicts: they stay on the CPU, the model moves what it needs).
+    In evaluation, ``find_gt["grounding_masks"]`` [G, H0, W0] is also the metainfo ``gt_masks``
+    (``BitmapMasks``, one per referring sentence), as mmdet's RefCOCO pipelines pack it for
+    ``RefSegMetric``."""
 
     def transform(self, results: dict) -> dict:
         packed = super().transform(results)
@@ -364,4 +382,9 @@ class PackFINDInputs(PackDetInputs):
         for key in ("find_samples", "find_gt"):
             if key in results:
                 ds.set_field(results[key], key)
+        grounding = results.get("find_gt", {}).get("grounding_masks")
+        if grounding is not None:
+            g = torch.as_tensor(grounding).bool().numpy().astype(np.uint8)
+            h, w = g.shape[-2:]
+            ds.set_metainfo({"gt_masks": BitmapMasks(g.reshape(-1, h, w), h, w)})
         return packed

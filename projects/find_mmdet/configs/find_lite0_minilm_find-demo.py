@@ -159,32 +159,64 @@ train_dataloader = dict(
         backend_args=backend_args,
     ),
 )
+demo_val = dict(
+    type=dataset_type,
+    data_root=data_root,
+    metainfo=metainfo,
+    ann_file="coco/annotations/panoptic_val2017.json",
+    caption_ann_file="coco/annotations/captions_val2017.json",
+    require_captions=True,
+    refs_file="refcoco/refs(unc).p",
+    refs_instances_file="refcoco/instances.json",
+    refs_split="val",
+    entity_ann_file="coco/annotations/find_entity_val2017.json",
+    data_prefix=dict(img="coco/val2017/", seg="coco/panoptic_val2017/"),
+    test_mode=True,
+    pipeline=test_pipeline,
+    backend_args=backend_args,
+)
+# find_demo_karpathy_test (detectron2): the val images as a Karpathy-format retrieval split
+retrieval_test_pipeline = [
+    dict(type="LoadImageFromFile", backend_args=backend_args),
+    dict(type="Resize", scale=(256, 160), keep_ratio=True),
+    dict(
+        type="FINDSampleTasks",
+        tasks=["retrieval"],
+        task_options=find_tasks,
+        metainfo=metainfo,
+        language=language,
+        training=False,
+        seed=seed,
+    ),
+    dict(
+        type="PackFINDInputs",
+        meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor"),
+    ),
+]
+demo_karpathy_test = dict(
+    type="FINDKarpathyDataset",
+    data_root=data_root,
+    metainfo=metainfo,
+    ann_file="coco/annotations/dataset_coco.json",
+    splits=["test"],
+    data_prefix=dict(img="coco/"),
+    test_mode=True,
+    pipeline=retrieval_test_pipeline,
+)
+val_set_names = ["find_demo_val", "find_demo_karpathy_test"]
 val_dataloader = dict(
     batch_size=4,
     num_workers=1,
     persistent_workers=True,
     drop_last=False,
     sampler=dict(type="DefaultSampler", shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        metainfo=metainfo,
-        ann_file="coco/annotations/panoptic_val2017.json",
-        caption_ann_file="coco/annotations/captions_val2017.json",
-        require_captions=True,
-        refs_file="refcoco/refs(unc).p",
-        refs_instances_file="refcoco/instances.json",
-        refs_split="val",
-        entity_ann_file="coco/annotations/find_entity_val2017.json",
-        data_prefix=dict(img="coco/val2017/", seg="coco/panoptic_val2017/"),
-        test_mode=True,
-        pipeline=test_pipeline,
-        backend_args=backend_args,
-    ),
+    dataset=dict(type="FINDConcatDataset", datasets=[demo_val, demo_karpathy_test]),
 )
 test_dataloader = val_dataloader
 
-val_evaluator = [
+# Every task on find_demo_val (as detectron2's find_demo_val), retrieval on the Karpathy split;
+# names <set>/<metric>/<name> (mmdet's MultiDatasetsEvaluator, find_plugin.mmdet.multi_datasets).
+demo_val_metrics = [
     dict(
         type="CocoPanopticMetric",
         ann_file=data_root + "coco/annotations/panoptic_val2017.json",
@@ -205,6 +237,18 @@ val_evaluator = [
     dict(type="FINDGroundingMetric", task="interleave"),
     dict(type="FINDRetrievalMetric", task="interleave_retrieval"),
 ]
+val_evaluator = dict(
+    type="MultiDatasetsEvaluator",
+    dataset_prefixes=val_set_names,
+    metrics=[
+        dict(type="FINDDatasetMetrics", dataset_index=0, metrics=demo_val_metrics),
+        dict(
+            type="FINDDatasetMetrics",
+            dataset_index=1,
+            metrics=[dict(type="FINDRetrievalMetric", task="retrieval")],
+        ),
+    ],
+)
 test_evaluator = val_evaluator
 
 # 700 iterations of 8 images (about 14 epochs of the 400 training images), lr x0.1 at 560 and
