@@ -29,7 +29,9 @@ Evaluation-only sets without panoptic annotations (as the detectron2 side's):
 into its metainfo (``find_dataset_index``), so that
 :class:`~find_plugin.mmdet.multi_datasets.FINDDatasetMetrics` under mmdet's
 ``MultiDatasetsEvaluator`` gives each dataset only its own samples (several validation sets in
-one ``ValLoop``, metrics prefixed per dataset). :class:`~find_plugin.mmdet.transforms.FINDLoadTaskMasks` and
+one ``ValLoop``, metrics prefixed per dataset).
+
+:class:`~find_plugin.mmdet.transforms.FINDLoadTaskMasks` and
 :class:`~find_plugin.mmdet.transforms.FINDSampleTasks` turn the joined entries into the task
 records.
 """
