@@ -181,29 +181,38 @@ def test_refseg_metric_on_a_hand_case():
     assert float(out["mIoU"]) == pytest.approx(100 * (3 / 7 + 0) / 2)
 
 
-class _Count:
-    """A stand-in metric: the img_ids it processed."""
+def _count(prefix, index):
+    """A stand-in metric of set ``index``: the img_ids it processed; a sample of another set is
+    an error (a real metric would read fields that sample lacks)."""
+    from mmengine.evaluator import BaseMetric
 
-    def __new__(cls, prefix):
-        from mmengine.evaluator import BaseMetric
+    class Count(BaseMetric):
+        def process(self, data_batch, data_samples):
+            for s in data_samples:
+                assert s["find_dataset_index"] == index, (prefix, index, s)
+                self.results.append(s["img_id"])
 
-        class Count(BaseMetric):
-            def process(self, data_batch, data_samples):
-                self.results += [s["img_id"] for s in data_samples]
+        def compute_metrics(self, results):
+            return {"ids": sorted(results)}
 
-            def compute_metrics(self, results):
-                return {"ids": sorted(results)}
-
-        return Count(prefix=prefix)
+    return Count(prefix=prefix)
 
 
-def test_dataset_metrics_take_only_their_set():
+def test_dataset_metrics_take_only_their_set(monkeypatch):
     from mmdet.evaluation import MultiDatasetsEvaluator
+    from mmdet.evaluation.evaluator import multi_datasets_evaluator
 
     from find_plugin.mmdet.multi_datasets import FINDDatasetMetrics
 
+    # mmengine's distributed gathering (collect_results_cpu) drops None entries before cutting
+    # the padded tail: the same here, with one rank
+    monkeypatch.setattr(
+        multi_datasets_evaluator,
+        "collect_results",
+        lambda results, size, device: [r for r in results if r is not None][:size],
+    )
     evaluator = MultiDatasetsEvaluator(
-        [FINDDatasetMetrics(i, [_Count("a"), _Count("b")]) for i in range(2)], ["s0", "s1"]
+        [FINDDatasetMetrics(i, [_count("a", i), _count("b", i)]) for i in range(2)], ["s0", "s1"]
     )
     evaluator.dataset_meta = [dict(cumulative_sizes=[3, 5]), dict(cumulative_sizes=[3, 5])]
     samples = [{"img_id": i, "find_dataset_index": int(i >= 3)} for i in range(5)]
@@ -219,7 +228,7 @@ def test_dataset_metrics_take_only_their_set():
     with pytest.raises(KeyError, match="FINDConcatDataset"):
         evaluator.process([{"img_id": 9}])
     with pytest.raises(ValueError, match="prefixes"):
-        FINDDatasetMetrics(0, [_Count("a"), _Count("a")])
+        FINDDatasetMetrics(0, [_count("a", 0), _count("a", 0)])
 
 
 def test_images_with_keeps_the_gallery_of_the_entity_file(demo_root, tmp_path):
