@@ -11,7 +11,10 @@ same ``CocoPanopticMetric``) joined per image (by image id) with, as the detectr
   "category_id", "sentences": [str], "segmentation"}``, ``[]`` for an image without refs;
 * ``entity_info`` (``entity_ann_file``: a FIND-Bench entity file): list of ``{"sentence",
   "phrases": [{"start", "end", "annotation_id", "phrase"}]}`` whose ``annotation_id`` is a
-  panoptic segment id of the image, ``[]`` for an image without sentences.
+  panoptic segment id of the image, ``[]`` for an image without sentences. A phrase's
+  cross-image ``reference`` (the ``interleave_*`` files of ``tools/build_interleave_references.py``)
+  gets the ``img_path`` / ``seg_map_path`` of its image (interleave retrieval with visual
+  references reads them, :class:`~find_plugin.mmdet.transforms.FINDSampleTasks`).
 
 A ref or a sentence of an image outside the panoptic json is an error naming the file and the
 image (nothing is dropped silently). ``images_with`` keeps only the images that have captions /
@@ -156,6 +159,13 @@ class FINDCocoPanopticDataset(CocoPanopticDataset):
             entities = parse_entity_annotations(path, data, segment_ids, dataset_name=self._name)
             for i, info in by_id.items():
                 info["entity_info"] = list(entities.get(i, []))
+            for sentences in entities.values():
+                for e in sentences:
+                    for p in e["phrases"]:
+                        if "reference" in p:  # checked: a segment of another image of the json
+                            ref = by_id[int(p["reference"]["image_id"])]
+                            p["reference"]["img_path"] = ref["img_path"]
+                            p["reference"]["seg_map_path"] = ref["seg_map_path"]
         if self.images_with:
             data_list = [info for info in data_list if info.get(self.images_with)]
             if not data_list:

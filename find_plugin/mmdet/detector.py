@@ -25,7 +25,11 @@ Predictions (``predict``; at ``ori_shape`` with ``rescale=True``, else at ``img_
   ``pred_interleave_masks`` [E, H, W] logits, one per entity of the first sentence;
 * ``pred_interactive_ious`` [N, max_clicks] (click rounds against ``find_gt``);
 * ``pred_image_embedding`` [D]; ``pred_caption_embeddings`` [n, D] (retrieval);
-  ``pred_interleave_embeddings`` [n, D] (interleave retrieval).
+  ``pred_interleave_embeddings`` [n, D] (interleave retrieval);
+* ``pred_object_embeddings`` [Q, D], ``pred_interleave_query_embedding`` [D],
+  ``pred_interleave_entity_embeddings`` [E, D], ``pred_interleave_entity_references`` [E]
+  (interleave retrieval with visual references; the reference images go through
+  :meth:`FINDDetector.extract_one`).
 
 The names after ``pred_`` are the keys of the detectron2 outputs and of ``find_gt``; the metrics
 of :mod:`find_plugin.mmdet.metrics` read them.
@@ -57,6 +61,10 @@ _PLAIN_OUTPUTS = (
     "image_embedding",
     "caption_embeddings",
     "interleave_embeddings",
+    "object_embeddings",
+    "interleave_query_embedding",
+    "interleave_entity_embeddings",
+    "interleave_entity_references",
 )
 
 
@@ -237,6 +245,16 @@ class FINDDetector(FINDTaskModel, BaseDetector):
             )
             per_image.append({"generic": sample})
         return per_image
+
+    def extract_one(self, image: torch.Tensor):
+        """Vision features of one uint8 image [3, h, w] in the pipeline's format (BGR, as
+        ``LoadImageFromFile`` gives it): normalised and padded by the data preprocessor like a
+        batch; ``(multi-scale features, mask_features, padded size)`` (the reference images of
+        interleave retrieval with visual references)."""
+        data = self.data_preprocessor({"inputs": [image], "data_samples": None}, False)
+        x = data["inputs"]
+        feats, mask_features = self.vision_features(x)
+        return feats, mask_features, tuple(x.shape[-2:])
 
     def _forward(self, batch_inputs: torch.Tensor, batch_data_samples=None) -> Dict:
         """Tensor mode: the interface outputs (dict of tensors) of the samples' tasks."""

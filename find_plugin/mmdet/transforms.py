@@ -37,7 +37,7 @@ import mmcv
 import numpy as np
 import torch
 import torch.nn.functional as F
-from mmcv.transforms import BaseTransform
+from mmcv.transforms import BaseTransform, Compose
 from mmdet.datasets.transforms import PackDetInputs
 from mmdet.registry import TRANSFORMS
 from mmdet.structures.bbox import HorizontalBoxes
@@ -243,6 +243,13 @@ class FINDSampleTasks(BaseTransform):
         language: the frozen language model (as the model's ``language``).
         training: training samples (random prompts, class prompt) or evaluation ones.
         seed: seed of every draw (hashed with the image id and, in training, the call count).
+        reference_pipeline: transforms that load and resize a reference image as the query
+            image is (e.g. ``LoadImageFromFile`` + the same ``Resize``); needed by
+            ``interleave_retrieval_visual``, whose visual phrases are prompted by a segment of
+            another image (the phrase's ``reference``: its image and panoptic PNG are read, the
+            segment's mask resized to the image, record ``reference`` ``{"image": uint8 [3, h, w]
+            BGR, "mask": [h, w] bool, "image_id"}``).
+        backend_args: file backend arguments of the reference panoptic PNGs.
     """
 
     def __init__(
@@ -254,6 +261,8 @@ class FINDSampleTasks(BaseTransform):
         language: Optional[Mapping] = None,
         training: bool = True,
         seed: int = 0,
+        reference_pipeline: Optional[Sequence[dict]] = None,
+        backend_args: Optional[dict] = None,
     ):
         if not isinstance(tasks, Mapping):
             options = dict(task_options or {})
@@ -272,6 +281,19 @@ class FINDSampleTasks(BaseTransform):
         self.training = bool(training)
         self.seed = int(seed)
         self._calls = 0
+        self.backend_args = backend_args
+        self.read_reference = None
+        if "interleave_retrieval_visual" in self.names:
+            if self.training or not reference_pipeline:
+                raise ValueError(
+                    "FINDSampleTasks: interleave_retrieval_visual is evaluation-only "
+                    "(training=False) and needs reference_pipeline (e.g. [dict(type="
+                    "'LoadImageFromFile'), dict(type='Resize', ...)] as the query image's)"
+                )
+            self.reference_pipeline = Compose(
+                [TRANSFORMS.build(t) if isinstance(t, Mapping) else t for t in reference_pipeline]
+            )
+            self.read_reference = self._read_reference
 
     @property
     def encode_text(self):
@@ -355,11 +377,33 @@ class FINDSampleTasks(BaseTransform):
                 gt["grounding_masks"] = grounding_gt
         entities = results.get("entity_info")
         if entities is not None:
-            record["entities"] = entity_records(entities, lambda sid: moved(("entity", sid)))
+            record["entities"] = entity_records(
+                entities, lambda sid: moved(("entity", sid)), self.read_reference
+            )
             if not self.training:
                 gt["interleave_masks"] = interleave_ground_truth(
                     entities, lambda sid: original(("entity", sid)), shape
                 )
+
+    def _read_reference(self, ref: Mapping) -> dict:
+        """A phrase's cross-image ``reference`` (``image_id``, ``annotation_id``, ``img_path``,
+        ``seg_map_path`` of :class:`~find_plugin.mmdet.datasets.FINDCocoPanopticDataset`) ->
+        the record's ``{"image", "mask", "image_id"}``; the model embeds the image."""
+        for key in ("img_path", "seg_map_path"):
+            if key not in ref:
+                raise KeyError(
+                    f"reference {dict(ref)} has no {key!r}: the dataset must be a "
+                    "FINDCocoPanopticDataset whose panoptic json holds the reference image"
+                )
+        out = self.reference_pipeline({"img_path": ref["img_path"], "img_id": int(ref["image_id"])})
+        img = out["img"]
+        png = mmcv.imfrombytes(get(ref["seg_map_path"], backend_args=self.backend_args))
+        ids = torch.from_numpy(rgb2id(png[..., ::-1]) == int(ref["annotation_id"]))
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),
+            "mask": _resize(ids[None], img.shape[:2])[0],
+            "image_id": int(ref["image_id"]),
+        }
 
     def __repr__(self) -> str:
         return (

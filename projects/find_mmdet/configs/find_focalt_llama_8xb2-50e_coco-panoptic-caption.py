@@ -39,6 +39,9 @@ find_tasks = dict(
     retrieval=dict(),
     interleave=dict(max_phrases=6, visual_prob=0.5),
     interleave_retrieval=dict(),
+    interleave_retrieval_visual=dict(
+        visual_prob=0.5
+    ),  # evaluation only (TASKS.INTERLEAVE_VISUAL_PROB)
 )
 train_tasks = ["generic", "grounding", "interactive", "retrieval", "interleave"]
 seed = 0
@@ -155,6 +158,19 @@ entity_test_pipeline = test_resize + [
     pack_test,
 ]
 retrieval_test_pipeline = test_resize + [dict(sample_test, tasks=["retrieval"]), pack_test]
+# interleave retrieval with visual references: a phrase's reference image is loaded and resized
+# as the query image (reference_pipeline)
+interleave_visual_test_pipeline = test_resize + [
+    load_panoptic,
+    load_task_masks,
+    dict(
+        sample_test,
+        tasks=["interleave_retrieval_visual"],
+        reference_pipeline=test_resize,
+        backend_args=backend_args,
+    ),
+    pack_test,
+]
 test_pipeline = panoptic_test_pipeline
 
 dataset_type = "FINDCocoPanopticDataset"
@@ -227,6 +243,17 @@ val_sets = [
         pipeline=retrieval_test_pipeline,
     ),
 ]
+# find_coco_interleave_val2017 of the detectron2 side (configs/eval/coco_interleave_val2017.yaml):
+# not among the default sets, its file is built by tools/build_interleave_references.py. To add
+# it: val_sets.append(interleave_val_set), val_set_names.append("coco_interleave_val2017") and
+# a FINDDatasetMetrics(dataset_index=5, metrics=[dict(type="FINDInterleaveRetrievalMetric")]).
+interleave_val_set = dict(
+    coco_val,
+    type=dataset_type,
+    entity_ann_file="coco/annotations/interleave_val2017.json",
+    images_with="entity_info",
+    pipeline=interleave_visual_test_pipeline,
+)
 val_set_names = [
     "coco_panoptic_val2017",
     "refcocog_umd_val",
