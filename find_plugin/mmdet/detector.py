@@ -281,16 +281,29 @@ class FINDDetector(FINDTaskModel, BaseDetector):
         per_image = self._eval_samples(batch_data_samples)
         key = "ori_shape" if rescale else "img_shape"
         metas = [ds.metainfo for ds in batch_data_samples]
-        results = self.predict_tasks(
-            per_image,
-            padded_size=tuple(batch_inputs.shape[-2:]),
-            image_sizes=[tuple(m["img_shape"][:2]) for m in metas],
-            output_sizes=[tuple(m[key][:2]) for m in metas],
-            feats=feats,
-            mask_features=mask_features,
-            find_gts=[ds.get("find_gt", {}) for ds in batch_data_samples],
-            image_ids=[m.get("img_id") for m in metas],
-        )
+        # A batch may mix validation sets whose samples hold different tasks (FINDConcatDataset:
+        # a batch across two sets, or a rank's share of the sampler): the task layer collates
+        # one task set per pass, so each group of images with the same tasks runs on its own
+        # slice of the (shared) features.
+        groups: Dict[tuple, List[int]] = {}
+        for i, s in enumerate(per_image):
+            groups.setdefault(tuple(sorted(s)), []).append(i)
+        results: List[Mapping] = [{}] * len(per_image)
+        for idx in groups.values():
+            sel = torch.tensor(idx, device=mask_features.device)
+            one = len(groups) == 1
+            out = self.predict_tasks(
+                [per_image[i] for i in idx],
+                padded_size=tuple(batch_inputs.shape[-2:]),
+                image_sizes=[tuple(metas[i]["img_shape"][:2]) for i in idx],
+                output_sizes=[tuple(metas[i][key][:2]) for i in idx],
+                feats=feats if one else [f.index_select(0, sel) for f in feats],
+                mask_features=mask_features if one else mask_features.index_select(0, sel),
+                find_gts=[batch_data_samples[i].get("find_gt", {}) for i in idx],
+                image_ids=[metas[i].get("img_id") for i in idx],
+            )
+            for i, r in zip(idx, out):
+                results[i] = r
         for ds, r in zip(batch_data_samples, results):
             self._fill(ds, r)
         return batch_data_samples

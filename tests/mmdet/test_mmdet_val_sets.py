@@ -254,3 +254,22 @@ def test_images_with_keeps_the_gallery_of_the_entity_file(demo_root, tmp_path):
     assert len(every) == len(gallery) + 1 and dropped not in ids
     with pytest.raises(ValueError, match="images_with must be None or one of"):
         DATASETS.build(dict(ds_cfg, images_with="entities"))
+
+
+def test_a_batch_across_two_sets_runs_each_samples_tasks(coco_val_metrics):
+    """A batch (or a rank's share, distributed) may span two sets: the panoptic sample gets its
+    panoptic prediction, the Karpathy one its caption embeddings, in one test_step."""
+    from mmengine.dataset import pseudo_collate
+
+    _, runner, _ = coco_val_metrics
+    concat = runner.test_dataloader.dataset
+    first_karpathy = concat.cumulative_sizes[3]
+    batch = pseudo_collate([concat[0], concat[first_karpathy]])
+    with torch.no_grad():
+        panoptic, karpathy = runner.model.test_step(batch)
+    assert "pred_panoptic_seg" in panoptic and "pred_caption_embeddings" in panoptic
+    assert "pred_panoptic_seg" not in karpathy and "pred_interactive_ious" not in karpathy
+    captions = karpathy.find_gt["captions"]
+    assert karpathy.pred_caption_embeddings.shape[0] == len(captions) > 0
+    h, w = panoptic.ori_shape
+    assert panoptic.pred_panoptic_seg.sem_seg.shape[-2:] == (h, w)

@@ -19,7 +19,7 @@
 # caption retrieval), refcocog_umd_val (grounding cIoU/mIoU, and mmdet's RefSegMetric),
 # coco_entity_val2017 and coco_entity_val2017_long (interleave grounding + interleave retrieval),
 # karpathy_test (image-text retrieval).
-_base_ = ["./_base_/find_runtime.py"]
+_base_ = ["./_base_/find_runtime.py", "./_base_/find_data.py"]
 
 data_root = "{{$DETECTRON2_DATASETS:datasets}}/"
 backend_args = None
@@ -84,16 +84,9 @@ model = dict(
 
 # Large-scale jitter 1024 (scale 0.1..2.0), as detectron2's find_panoptic_lsj mapper.
 train_pipeline = [
-    dict(type="LoadImageFromFile", backend_args=backend_args),
-    dict(
-        type="LoadPanopticAnnotations",
-        with_bbox=True,
-        with_mask=True,
-        with_seg=True,
-        backend_args=backend_args,
-    ),
-    # the ref / entity masks join gt_masks so that flip, resize and crop move them too
-    dict(type="FINDLoadTaskMasks", backend_args=backend_args),
+    _base_.load_image,
+    _base_.load_panoptic,
+    _base_.load_task_masks,
     dict(type="RandomFlip", prob=0.5),
     dict(type="RandomResize", scale=(1024, 1024), ratio_range=(0.1, 2.0), keep_ratio=True),
     dict(
@@ -112,27 +105,15 @@ train_pipeline = [
         training=True,
         seed=seed,
     ),
-    dict(type="PackFINDInputs"),
+    _base_.pack_train,
 ]
 # Shortest edge 640, longest at most 1024 (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST); annotations are
 # loaded after the resize, at the original size, for the metrics. One pipeline per validation
 # set: its tasks are the ones the detectron2 dataset declares (find_eval_tasks).
-test_resize = [
-    dict(type="LoadImageFromFile", backend_args=backend_args),
-    dict(type="Resize", scale=(1024, 640), keep_ratio=True),
-]
-load_panoptic = dict(
-    type="LoadPanopticAnnotations",
-    with_bbox=True,
-    with_mask=True,
-    with_seg=True,
-    backend_args=backend_args,
-)
-load_task_masks = dict(type="FINDLoadTaskMasks", backend_args=backend_args)
-pack_test = dict(
-    type="PackFINDInputs",
-    meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor"),
-)
+test_resize = [_base_.load_image, dict(type="Resize", scale=(1024, 640), keep_ratio=True)]
+load_panoptic = _base_.load_panoptic
+load_task_masks = _base_.load_task_masks
+pack_test = _base_.pack_test
 sample_test = dict(
     type="FINDSampleTasks",
     task_options=find_tasks,
@@ -178,7 +159,7 @@ train_dataloader = dict(
     batch_size=2,
     num_workers=4,
     persistent_workers=True,
-    sampler=dict(type="InfiniteSampler", shuffle=True),
+    sampler=_base_.train_sampler,
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
@@ -246,7 +227,7 @@ val_sets = [
 # find_coco_interleave_val2017 of the detectron2 side (configs/eval/coco_interleave_val2017.yaml):
 # not among the default sets, its file is built by tools/build_interleave_references.py. To add
 # it: val_sets.append(interleave_val_set), val_set_names.append("coco_interleave_val2017") and
-# a FINDDatasetMetrics(dataset_index=5, metrics=[dict(type="FINDInterleaveRetrievalMetric")]).
+# a FINDDatasetMetrics(dataset_index=5, metrics=[_base_.interleave_visual_metric]).
 interleave_val_set = dict(
     coco_val,
     type=dataset_type,
@@ -266,7 +247,7 @@ val_dataloader = dict(
     num_workers=2,
     persistent_workers=True,
     drop_last=False,
-    sampler=dict(type="DefaultSampler", shuffle=False),
+    sampler=_base_.val_sampler,
     dataset=dict(type="FINDConcatDataset", datasets=val_sets),
 )
 test_dataloader = val_dataloader
@@ -286,17 +267,11 @@ panoptic_metrics = [
         backend_args=backend_args,
     ),
     dict(type="FINDInteractiveMetric", max_clicks=1),
-    dict(type="FINDRetrievalMetric", task="retrieval"),
+    _base_.retrieval_metric,
 ]
 # FIND's grounding metric (official definitions) and mmdet's RefSegMetric side by side
-refs_metrics = [
-    dict(type="FINDGroundingMetric", task="grounding"),
-    dict(type="RefSegMetric", metric=["cIoU", "mIoU"], prefix="refseg"),
-]
-entity_metrics = [
-    dict(type="FINDGroundingMetric", task="interleave"),
-    dict(type="FINDRetrievalMetric", task="interleave_retrieval"),
-]
+refs_metrics = _base_.grounding_metrics
+entity_metrics = _base_.entity_metrics
 val_evaluator = dict(
     type="MultiDatasetsEvaluator",
     dataset_prefixes=val_set_names,
@@ -308,7 +283,7 @@ val_evaluator = dict(
         dict(
             type="FINDDatasetMetrics",
             dataset_index=4,
-            metrics=[dict(type="FINDRetrievalMetric", task="retrieval")],
+            metrics=[_base_.retrieval_metric],
         ),
     ],
 )
