@@ -70,6 +70,9 @@ def visual(demo_root, tmp_path_factory):
     )
     cfg.test_dataloader = dict(cfg.val_dataloader, dataset=ds_cfg)
     cfg.test_evaluator = dict(type="FINDInterleaveRetrievalMetric")
+    # mmengine keeps one visualizer per name in the process: a Runner built later (e.g.
+    # test_mmdet_runner's) would log into this one's work dir under the shared default name
+    cfg.visualizer.name = "visualizer_interleave_visual"
     return cfg, data, DATASETS.build(ds_cfg)
 
 

@@ -75,6 +75,9 @@ def coco_val_cfg(demo_root, root, monkeypatch):
                 t.update(metainfo=cfg.metainfo, task_options=cfg.find_tasks)
                 t["language"] = {k: v for k, v in cfg.language.items() if k != "cache_dir"}
     cfg.test_evaluator = full.val_evaluator
+    # mmengine keeps one visualizer per name in the process: a Runner built later (e.g.
+    # test_mmdet_runner's) would log into this one's work dir under the shared default name
+    cfg.visualizer.name = "visualizer_coco_val_sets"
     cfg.test_evaluator.metrics[0].metrics[3].max_clicks = cfg.max_clicks
     return cfg
 
