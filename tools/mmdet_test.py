@@ -47,10 +47,11 @@ def main(argv=None):
     from find_plugin.mmdet.weights import load_find_weights
 
     sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-    from mmdet_train import build_cfg
+    from mmdet_train import build_cfg, init_cpu_dist
 
     cfg = build_cfg(args)
     cfg.load_from = None  # loaded below, strictly
+    init_cpu_dist(cfg)  # --launcher pytorch without CUDA (gloo)
     runner = Runner.from_cfg(cfg)
     model = runner.model.module if hasattr(runner.model, "module") else runner.model
     layout = load_find_weights(model, args.checkpoint)

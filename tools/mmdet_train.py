@@ -5,6 +5,12 @@
     python tools/mmdet_train.py CONFIG --work-dir work_dirs/x --resume     # latest in work-dir
     python tools/mmdet_train.py CONFIG --amp --cfg-options train_cfg.max_iters=100
     torchrun --nproc_per_node 8 tools/mmdet_train.py CONFIG --launcher pytorch
+    torchrun --nproc_per_node 2 tools/mmdet_train.py CONFIG --launcher pytorch \
+        --cfg-options env_cfg.dist_cfg.backend=gloo                  # CPU (no CUDA)
+
+On a machine without CUDA, ``--launcher pytorch`` starts the process group itself (mmengine's
+launcher calls ``torch.cuda.set_device``) with ``env_cfg.dist_cfg.backend`` (must be ``gloo``)
+and wraps the model in DDP without ``device_ids``.
 
 The config must import the plugin (``custom_imports = dict(imports=['find_plugin.mmdet'],
 allow_failed_imports=False)``); a config that does not gets an error saying so.
@@ -79,7 +85,33 @@ def build_cfg(args):
         cfg.resume, cfg.load_from = True, None
     elif getattr(args, "resume", None) is not None:
         cfg.resume, cfg.load_from = True, args.resume
+    if args.launcher != "none" and not _cuda():
+        # DDP on CPU takes no device_ids (mmengine passes [LOCAL_RANK] unless the config says)
+        cfg.model_wrapper_cfg = dict(cfg.get("model_wrapper_cfg") or {}, device_ids=None)
     return cfg
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def init_cpu_dist(cfg) -> None:
+    """``--launcher pytorch`` without CUDA: start the process group with the config's
+    ``env_cfg.dist_cfg.backend`` (gloo), which mmengine's launcher cannot (it sets a CUDA
+    device); the Runner then finds it started."""
+    import torch.distributed as dist
+
+    if cfg.launcher != "pytorch" or _cuda() or dist.is_initialized():
+        return
+    backend = cfg.get("env_cfg", {}).get("dist_cfg", {}).get("backend", "nccl")
+    if backend != "gloo":
+        raise ValueError(
+            f"--launcher pytorch without CUDA needs env_cfg.dist_cfg.backend='gloo' (got "
+            f"{backend!r}): --cfg-options env_cfg.dist_cfg.backend=gloo"
+        )
+    dist.init_process_group(backend="gloo")
 
 
 def main(argv=None):
@@ -90,6 +122,7 @@ def main(argv=None):
     from mmengine.runner import Runner
 
     setup_cache_size_limit_of_dynamo()
+    init_cpu_dist(cfg)
     runner = Runner.from_cfg(cfg) if "runner_type" not in cfg else RUNNERS.build(cfg)
     runner.train()
     return runner

@@ -10,12 +10,13 @@ entry is ``{"ref_id", "ann_id", "category_id", "sentences": [str], "segmentation
 """
 
 import collections
+import os
 from typing import Iterable, Mapping
 
-from .files import read_json, require_file
+from .files import missing_files, read_json, require_file
 from .safe_pickle import load_plain_pickle
 
-__all__ = ["load_grounding_info", "check_images_joined"]
+__all__ = ["load_grounding_info", "load_find_refcoco", "check_images_joined"]
 
 
 def load_grounding_info(name: str, refs_file: str, instances_json: str, split: str):
@@ -86,3 +87,54 @@ def check_images_joined(
             f"dataset {name!r}: {source} annotates image {outside[0]}, which is not in "
             f"{target} ({len(outside)} such images); join only refs of the panoptic split"
         )
+
+
+def _image_file(image_root: str, img: dict) -> list:
+    """Candidate paths: the 2014 name under ``coco/train2014``, then the 2017 names."""
+    out = []
+    if img.get("file_name"):
+        out.append(os.path.join(image_root, "train2014", os.path.basename(img["file_name"])))
+    out += [
+        os.path.join(image_root, f"{split}2017", f"{int(img['id']):012d}.jpg")
+        for split in ("train", "val")
+    ]
+    return out
+
+
+def _resolve_images(name, image_root, images, instances_json):
+    candidates = {i: _image_file(image_root, images[i]) for i in images}
+    # one listdir per folder (118k images), then the first existing candidate
+    first = {i: c[0] for i, c in candidates.items()}
+    missing = set(missing_files(first.values()))
+    out = {}
+    for i, cands in candidates.items():
+        path = cands[0] if cands[0] not in missing else None
+        if path is None:
+            path = next((p for p in cands[1:] if os.path.isfile(p)), None)
+        if path is None:
+            raise FileNotFoundError(
+                f"dataset {name!r}: image {i} of {instances_json} not found; looked for {cands}"
+            )
+        out[i] = path
+    return out
+
+
+def load_find_refcoco(
+    name: str, refs_file: str, instances_json: str, image_root: str, split: str
+) -> list:
+    """One dict per image of the refs of ``split`` (in order of first appearance in the pickle):
+    ``file_name`` (under ``image_root``: ``train2014/<2014 name>``, else ``{train,val}2017/
+    {id:012d}.jpg``), ``image_id``, ``height``, ``width``, ``grounding_info``. Errors as
+    :func:`load_grounding_info`, plus a missing image (naming the candidates)."""
+    per_image, images = load_grounding_info(name, refs_file, instances_json, split)
+    paths = _resolve_images(name, image_root, {i: images[i] for i in per_image}, instances_json)
+    return [
+        {
+            "file_name": paths[i],
+            "image_id": i,
+            "height": int(images[i]["height"]),
+            "width": int(images[i]["width"]),
+            "grounding_info": infos,
+        }
+        for i, infos in per_image.items()
+    ]

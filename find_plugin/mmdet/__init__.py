@@ -7,9 +7,11 @@ allow_failed_imports=False)``. Registered (all names carry the FIND prefix):
   ``FINDTransformerEncoderPixelDecoder``, ``FINDInterface`` (:mod:`.components`);
 * ``TRANSFORMS``: ``FINDLoadTaskMasks``, ``FINDSampleTasks``, ``PackFINDInputs``
   (:mod:`.transforms`);
-* ``DATASETS``: ``FINDCocoPanopticDataset`` (:mod:`.datasets`);
+* ``DATASETS``: ``FINDCocoPanopticDataset``, ``FINDRefCocoDataset``, ``FINDKarpathyDataset``,
+  ``FINDConcatDataset`` (:mod:`.datasets`);
 * ``METRICS``: ``FINDGroundingMetric``, ``FINDInteractiveMetric``, ``FINDRetrievalMetric``
-  (:mod:`.metrics`);
+  (:mod:`.metrics`), ``FINDDatasetMetrics`` (:mod:`.multi_datasets`: several validation sets
+  with mmdet's ``MultiDatasetsEvaluator``);
 * ``HOOKS``: ``FINDTrainingStateHook`` (:mod:`.hooks`).
 """
 
@@ -22,7 +24,15 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         "pip install -e '.[mmdet]' on top of an mmcv 2.1 built with its ops"
     ) from e
 
-from . import components, datasets, detector, hooks, metrics, transforms  # noqa: F401,E402
+from . import (  # noqa: F401,E402
+    components,
+    datasets,
+    detector,
+    hooks,
+    metrics,
+    multi_datasets,
+    transforms,
+)
 from .detector import FINDDetector  # noqa: E402
 from .panoptic import INSTANCE_OFFSET, core_to_mmdet_panoptic, mmdet_to_core_panoptic  # noqa: E402
 from .transforms import FINDLoadTaskMasks, FINDSampleTasks, PackFINDInputs  # noqa: E402

@@ -11,29 +11,62 @@ same ``CocoPanopticMetric``) joined per image (by image id) with, as the detectr
   "category_id", "sentences": [str], "segmentation"}``, ``[]`` for an image without refs;
 * ``entity_info`` (``entity_ann_file``: a FIND-Bench entity file): list of ``{"sentence",
   "phrases": [{"start", "end", "annotation_id", "phrase"}]}`` whose ``annotation_id`` is a
-  panoptic segment id of the image, ``[]`` for an image without sentences.
+  panoptic segment id of the image, ``[]`` for an image without sentences. A phrase's
+  cross-image ``reference`` (the ``interleave_*`` files of ``tools/build_interleave_references.py``)
+  gets the ``img_path`` / ``seg_map_path`` of its image (interleave retrieval with visual
+  references reads them, :class:`~find_plugin.mmdet.transforms.FINDSampleTasks`).
 
 A ref or a sentence of an image outside the panoptic json is an error naming the file and the
-image (nothing is dropped silently). :class:`~find_plugin.mmdet.transforms.FINDLoadTaskMasks` and
+image (nothing is dropped silently). ``images_with`` keeps only the images that have captions /
+refs / entity sentences (the evaluation galleries of the detectron2 side: COCO-Entity evaluates
+only the images with a sentence).
+
+Evaluation-only sets without panoptic annotations (as the detectron2 side's):
+
+* ``FINDRefCocoDataset``: the images of a RefCOCO-style split with their ``grounding_info``
+  (:func:`find_plugin.data.load_find_refcoco`; RefCOCOg umd val evaluates referring segmentation);
+* ``FINDKarpathyDataset``: the images of a Karpathy split with their ``captions``
+  (:func:`find_plugin.data.load_karpathy_json`; image-text retrieval).
+
+``FINDConcatDataset`` is mmdet's ``ConcatDataset`` that writes the index of each sample's dataset
+into its metainfo (``find_dataset_index``), so that
+:class:`~find_plugin.mmdet.multi_datasets.FINDDatasetMetrics` under mmdet's
+``MultiDatasetsEvaluator`` gives each dataset only its own samples (several validation sets in
+one ``ValLoop``, metrics prefixed per dataset).
+
+:class:`~find_plugin.mmdet.transforms.FINDLoadTaskMasks` and
 :class:`~find_plugin.mmdet.transforms.FINDSampleTasks` turn the joined entries into the task
 records.
 """
 
 import os.path as osp
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
-from mmdet.datasets import CocoPanopticDataset
+from mmdet.datasets import CocoPanopticDataset, ConcatDataset
 from mmdet.registry import DATASETS
+from mmengine.dataset import BaseDataset
 
 from ..data import (
     check_images_joined,
     load_captions,
+    load_find_refcoco,
     load_grounding_info,
+    load_karpathy_json,
     parse_entity_annotations,
     read_json,
 )
 
-__all__ = ["FINDCocoPanopticDataset"]
+__all__ = [
+    "DATASET_INDEX_KEY",
+    "FINDCocoPanopticDataset",
+    "FINDConcatDataset",
+    "FINDKarpathyDataset",
+    "FINDRefCocoDataset",
+]
+
+#: metainfo key of a data sample of :class:`FINDConcatDataset`: index of its dataset
+DATASET_INDEX_KEY = "find_dataset_index"
+_JOINED = ("captions", "grounding_info", "entity_info")
 
 
 @DATASETS.register_module()
@@ -48,6 +81,8 @@ class FINDCocoPanopticDataset(CocoPanopticDataset):
         refs_instances_file: the ``instances.json`` of ``refs_file`` (ref masks).
         refs_split: the refs' ``split`` to join (``'train'``, ``'val'``, ...).
         entity_ann_file: FIND-Bench entity file (relative to ``data_root``); None = none.
+        images_with: None, or ``'captions'`` / ``'grounding_info'`` / ``'entity_info'``: keep
+            only the images with at least one such entry (an evaluation gallery).
         **kwargs: those of ``CocoPanopticDataset``.
     """
 
@@ -60,8 +95,15 @@ class FINDCocoPanopticDataset(CocoPanopticDataset):
         refs_instances_file: Optional[str] = None,
         refs_split: Optional[str] = None,
         entity_ann_file: Optional[str] = None,
+        images_with: Optional[str] = None,
         **kwargs,
     ):
+        if images_with is not None and images_with not in _JOINED:
+            raise ValueError(
+                f"{type(self).__name__}: images_with must be None or one of {_JOINED}, got "
+                f"{images_with!r}"
+            )
+        self.images_with = images_with
         self.caption_ann_file = caption_ann_file
         self.require_captions = bool(require_captions)
         self.refs_file = refs_file
@@ -117,4 +159,94 @@ class FINDCocoPanopticDataset(CocoPanopticDataset):
             entities = parse_entity_annotations(path, data, segment_ids, dataset_name=self._name)
             for i, info in by_id.items():
                 info["entity_info"] = list(entities.get(i, []))
+            for sentences in entities.values():
+                for e in sentences:
+                    for p in e["phrases"]:
+                        if "reference" in p:  # checked: a segment of another image of the json
+                            ref = by_id[int(p["reference"]["image_id"])]
+                            p["reference"]["img_path"] = ref["img_path"]
+                            p["reference"]["seg_map_path"] = ref["seg_map_path"]
+        if self.images_with:
+            data_list = [info for info in data_list if info.get(self.images_with)]
+            if not data_list:
+                raise ValueError(f"{self._name}: no image has {self.images_with}")
         return data_list
+
+
+@DATASETS.register_module()
+class FINDRefCocoDataset(BaseDataset):
+    """The images of one split of a RefCOCO-style ``refs(*).p`` with their ``grounding_info``
+    (no panoptic annotation: evaluate referring segmentation only; pipeline ``LoadImageFromFile``,
+    ``Resize``, ``FINDLoadTaskMasks``, ``FINDSampleTasks(tasks=['grounding'])``, ...).
+
+    Args:
+        ann_file: the ``refs(*).p`` pickle (relative to ``data_root``).
+        instances_file: its ``instances.json`` (ref masks, image sizes).
+        split: the refs' ``split`` (``'val'``, ``'test'``, ...).
+        data_prefix: ``dict(img=<the coco folder>)``: images are ``train2014/<2014 name>``, else
+            ``{train,val}2017/<id:012d>.jpg`` under it.
+        **kwargs: those of mmengine's ``BaseDataset``.
+    """
+
+    def __init__(self, *args, instances_file: str, split: str, **kwargs):
+        self.instances_file, self.split = instances_file, split
+        kwargs.setdefault("data_prefix", dict(img=""))
+        super().__init__(*args, **kwargs)
+
+    def load_data_list(self) -> List[dict]:
+        root = self.data_root or ""
+        inst = self.instances_file
+        inst = inst if osp.isabs(inst) or not root else osp.join(root, inst)
+        name = f"{type(self).__name__}({self.ann_file}, split {self.split!r})"
+        entries = load_find_refcoco(name, self.ann_file, inst, self.data_prefix["img"], self.split)
+        return [
+            {
+                "img_path": e["file_name"],
+                "img_id": e["image_id"],
+                "height": e["height"],
+                "width": e["width"],
+                "grounding_info": e["grounding_info"],
+            }
+            for e in entries
+        ]
+
+
+@DATASETS.register_module()
+class FINDKarpathyDataset(BaseDataset):
+    """The images of Karpathy split(s) (``dataset_coco.json``) with their ``captions`` (no
+    annotation: evaluate image-text retrieval only; pipeline ``LoadImageFromFile``, ``Resize``,
+    ``FINDSampleTasks(tasks=['retrieval'])``, ``PackFINDInputs``).
+
+    Args:
+        ann_file: Karpathy's split file (relative to ``data_root``).
+        splits: the Karpathy splits to keep (default ``('test',)``).
+        data_prefix: ``dict(img=<the coco folder>)``: images are ``<filepath>/<filename>``,
+            else ``{val,train}2017/<cocoid:012d>.jpg`` under it.
+        **kwargs: those of mmengine's ``BaseDataset``.
+    """
+
+    def __init__(self, *args, splits: Sequence[str] = ("test",), **kwargs):
+        self.splits = tuple(splits)
+        kwargs.setdefault("data_prefix", dict(img=""))
+        super().__init__(*args, **kwargs)
+
+    def load_data_list(self) -> List[dict]:
+        name = f"{type(self).__name__}({self.ann_file}, splits {list(self.splits)})"
+        entries = load_karpathy_json(name, self.ann_file, self.data_prefix["img"], self.splits)
+        return [
+            {"img_path": e["file_name"], "img_id": e["image_id"], "captions": e["captions"]}
+            for e in entries
+        ]
+
+
+@DATASETS.register_module()
+class FINDConcatDataset(ConcatDataset):
+    """mmdet's ``ConcatDataset`` whose samples carry their dataset's index in the metainfo
+    (``DATASET_INDEX_KEY``), read by :class:`~find_plugin.mmdet.multi_datasets.
+    FINDDatasetMetrics`."""
+
+    def __getitem__(self, idx: int) -> dict:
+        data = super().__getitem__(idx)
+        index, _ = self._get_ori_dataset_idx(idx)
+        data["data_samples"].set_metainfo({DATASET_INDEX_KEY: int(index)})
+        return data

@@ -19,11 +19,17 @@ Predictions (``predict``; at ``ori_shape`` with ``rescale=True``, else at ``img_
 * ``pred_sem_seg.sem_seg`` [1, H, W] int64 arg-max class;
 * ``pred_instances``: ``masks`` [n, H, W] bool, ``scores`` [n], ``labels`` [n], ``bboxes`` [n, 4]
   (x1, y1, x2, y2 of the mask; zeros for an empty mask);
-* ``pred_grounding_masks`` [G, H, W] logits (foreground > 0), one per referring sentence;
+* ``pred_grounding_masks`` [G, H, W] logits (foreground > 0), one per referring sentence; on a
+  sample without the generic task they are also ``pred_instances.masks`` [G, H, W] bool, what
+  mmdet's ``RefSegMetric`` reads (with the ``gt_masks`` metainfo of ``PackFINDInputs``);
   ``pred_interleave_masks`` [E, H, W] logits, one per entity of the first sentence;
 * ``pred_interactive_ious`` [N, max_clicks] (click rounds against ``find_gt``);
 * ``pred_image_embedding`` [D]; ``pred_caption_embeddings`` [n, D] (retrieval);
-  ``pred_interleave_embeddings`` [n, D] (interleave retrieval).
+  ``pred_interleave_embeddings`` [n, D] (interleave retrieval);
+* ``pred_object_embeddings`` [Q, D], ``pred_interleave_query_embedding`` [D],
+  ``pred_interleave_entity_embeddings`` [E, D], ``pred_interleave_entity_references`` [E]
+  (interleave retrieval with visual references; the reference images go through
+  :meth:`FINDDetector.extract_one`).
 
 The names after ``pred_`` are the keys of the detectron2 outputs and of ``find_gt``; the metrics
 of :mod:`find_plugin.mmdet.metrics` read them.
@@ -55,6 +61,10 @@ _PLAIN_OUTPUTS = (
     "image_embedding",
     "caption_embeddings",
     "interleave_embeddings",
+    "object_embeddings",
+    "interleave_query_embedding",
+    "interleave_entity_embeddings",
+    "interleave_entity_references",
 )
 
 
@@ -236,6 +246,16 @@ class FINDDetector(FINDTaskModel, BaseDetector):
             per_image.append({"generic": sample})
         return per_image
 
+    def extract_one(self, image: torch.Tensor):
+        """Vision features of one uint8 image [3, h, w] in the pipeline's format (BGR, as
+        ``LoadImageFromFile`` gives it): normalised and padded by the data preprocessor like a
+        batch; ``(multi-scale features, mask_features, padded size)`` (the reference images of
+        interleave retrieval with visual references)."""
+        data = self.data_preprocessor({"inputs": [image], "data_samples": None}, False)
+        x = data["inputs"]
+        feats, mask_features = self.vision_features(x)
+        return feats, mask_features, tuple(x.shape[-2:])
+
     def _forward(self, batch_inputs: torch.Tensor, batch_data_samples=None) -> Dict:
         """Tensor mode: the interface outputs (dict of tensors) of the samples' tasks."""
         feats, mask_features = self.vision_features(batch_inputs)
@@ -261,16 +281,29 @@ class FINDDetector(FINDTaskModel, BaseDetector):
         per_image = self._eval_samples(batch_data_samples)
         key = "ori_shape" if rescale else "img_shape"
         metas = [ds.metainfo for ds in batch_data_samples]
-        results = self.predict_tasks(
-            per_image,
-            padded_size=tuple(batch_inputs.shape[-2:]),
-            image_sizes=[tuple(m["img_shape"][:2]) for m in metas],
-            output_sizes=[tuple(m[key][:2]) for m in metas],
-            feats=feats,
-            mask_features=mask_features,
-            find_gts=[ds.get("find_gt", {}) for ds in batch_data_samples],
-            image_ids=[m.get("img_id") for m in metas],
-        )
+        # A batch may mix validation sets whose samples hold different tasks (FINDConcatDataset:
+        # a batch across two sets, or a rank's share of the sampler): the task layer collates
+        # one task set per pass, so each group of images with the same tasks runs on its own
+        # slice of the (shared) features.
+        groups: Dict[tuple, List[int]] = {}
+        for i, s in enumerate(per_image):
+            groups.setdefault(tuple(sorted(s)), []).append(i)
+        results: List[Mapping] = [{}] * len(per_image)
+        for idx in groups.values():
+            sel = torch.tensor(idx, device=mask_features.device)
+            one = len(groups) == 1
+            out = self.predict_tasks(
+                [per_image[i] for i in idx],
+                padded_size=tuple(batch_inputs.shape[-2:]),
+                image_sizes=[tuple(metas[i]["img_shape"][:2]) for i in idx],
+                output_sizes=[tuple(metas[i][key][:2]) for i in idx],
+                feats=feats if one else [f.index_select(0, sel) for f in feats],
+                mask_features=mask_features if one else mask_features.index_select(0, sel),
+                find_gts=[batch_data_samples[i].get("find_gt", {}) for i in idx],
+                image_ids=[metas[i].get("img_id") for i in idx],
+            )
+            for i, r in zip(idx, out):
+                results[i] = r
         for ds, r in zip(batch_data_samples, results):
             self._fill(ds, r)
         return batch_data_samples
@@ -291,6 +324,9 @@ class FINDDetector(FINDTaskModel, BaseDetector):
                 labels=inst["pred_classes"],
                 bboxes=masks_to_boxes(masks),
             )
+        elif "grounding_masks" in r:
+            # mmdet's referring segmentation metric (RefSegMetric) reads pred_instances.masks
+            ds.pred_instances = InstanceData(masks=r["grounding_masks"] > 0.0)
         for key in _PLAIN_OUTPUTS:
             if key in r:
                 ds.set_field(r[key], "pred_" + key)

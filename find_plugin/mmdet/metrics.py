@@ -14,7 +14,12 @@ to the metric on rank 0. Results are ``<prefix>/<name>`` (prefix = the task name
   ``pred_interactive_ious``;
 * ``FINDRetrievalMetric(task='retrieval' | 'interleave_retrieval')``: ir@1/5/10, tr@1/5/10 and
   irtr of ``pred_image_embedding`` against ``pred_caption_embeddings`` /
-  ``pred_interleave_embeddings`` (hits decided by ``img_id``).
+  ``pred_interleave_embeddings`` (hits decided by ``img_id``);
+* ``FINDInterleaveRetrievalMetric``: interleave retrieval with visual references (prefix
+  ``interleave_retrieval_visual``; :mod:`find_plugin.tasks.interleave_metrics`): ir1/5/10,
+  tr1/5/10 of ``pred_interleave_query_embedding`` + ``pred_interleave_entity_embeddings`` (with
+  ``pred_interleave_entity_references``, reference image ids, -1 = text entity) against
+  ``pred_image_embedding`` + ``pred_object_embeddings``.
 """
 
 from typing import Dict, List, Optional, Sequence
@@ -23,9 +28,15 @@ import torch
 from mmdet.registry import METRICS
 from mmengine.evaluator import BaseMetric
 
+from ..tasks.interleave_metrics import InterleaveRetrievalMetric
 from ..tasks.metrics import GroundingMetric, InteractiveMetric, RetrievalMetric
 
-__all__ = ["FINDGroundingMetric", "FINDInteractiveMetric", "FINDRetrievalMetric"]
+__all__ = [
+    "FINDGroundingMetric",
+    "FINDInteractiveMetric",
+    "FINDInterleaveRetrievalMetric",
+    "FINDRetrievalMetric",
+]
 
 
 def _field(sample: dict, key: str, what: str):
@@ -51,8 +62,10 @@ class FINDGroundingMetric(BaseMetric):
         super().__init__(collect_device=collect_device, prefix=prefix or task)
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
-        metric = GroundingMetric()
+        # one state per sample: the gathering of mmengine (and the per-dataset slices of
+        # MultiDatasetsEvaluator) count results as samples
         for s in data_samples:
+            metric = GroundingMetric()
             pred = torch.as_tensor(_field(s, "pred_" + self.key, type(self).__name__))
             gt = _field(s, "find_gt", type(self).__name__)
             if self.key not in gt:
@@ -64,7 +77,7 @@ class FINDGroundingMetric(BaseMetric):
                     f"find_gt[{self.key!r}] {tuple(gt.shape)} must both be [n, H0, W0]"
                 )
             metric.update(pred > 0.0, gt.to(pred.device))
-        self.results.append(metric.state())
+            self.results.append(metric.state())
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         metric = GroundingMetric.from_states(results)
@@ -135,4 +148,54 @@ class FINDRetrievalMetric(BaseMetric):
             if txt.shape[0]:
                 ids = torch.full((txt.shape[0],), code, dtype=torch.long)
                 metric.update(text_embeds=txt, text_ids=ids)
+        return metric.compute(device=self.device)
+
+
+@METRICS.register_module()
+class FINDInterleaveRetrievalMetric(BaseMetric):
+    """Interleave retrieval with visual references (official ``InterleaveEvaluator``; the
+    detectron2 side's ``FINDInterleaveRetrievalEvaluator``). Image ids are coded in order of
+    appearance, reference ids with the same codes, so a reference names its gallery image.
+    ``chunk``: queries scored per step (memory only)."""
+
+    def __init__(
+        self, chunk: int = 16, device: Optional[str] = None, collect_device="cpu", prefix=None
+    ):
+        self.chunk, self.device = int(chunk), device
+        super().__init__(
+            collect_device=collect_device, prefix=prefix or "interleave_retrieval_visual"
+        )
+
+    def process(self, data_batch, data_samples: Sequence[dict]) -> None:
+        what = type(self).__name__
+        for s in data_samples:
+            out = [
+                torch.as_tensor(_field(s, "pred_" + key, what)).detach().cpu()
+                for key in (
+                    "image_embedding",
+                    "object_embeddings",
+                    "interleave_query_embedding",
+                    "interleave_entity_embeddings",
+                    "interleave_entity_references",
+                )
+            ]
+            img, objs, query, ents, refs = out
+            d = img.shape[-1]
+            if query.shape != (d,) or ents.dim() != 2 or (ents.shape[0] and ents.shape[1] != d):
+                raise ValueError(
+                    f"img_id {s.get('img_id')}: pred_image_embedding {tuple(img.shape)}, "
+                    f"pred_interleave_query_embedding {tuple(query.shape)} and "
+                    f"pred_interleave_entity_embeddings {tuple(ents.shape)}; expected [D], [D], "
+                    "[E, D]"
+                )
+            self.results.append((s.get("img_id"), img, objs, query, ents, refs.long()))
+
+    def compute_metrics(self, results: list) -> Dict[str, float]:
+        metric = InterleaveRetrievalMetric(chunk=self.chunk)
+        codes: Dict[object, int] = {}
+        for image_id, img, objs, query, ents, refs in results:
+            code = codes.setdefault(image_id, len(codes))
+            metric.update_image(code, img, objs)
+            ref_codes = [codes.setdefault(int(r), len(codes)) if r >= 0 else -1 for r in refs]
+            metric.update_query(code, query, ents, torch.tensor(ref_codes, dtype=torch.long))
         return metric.compute(device=self.device)

@@ -37,9 +37,10 @@ import mmcv
 import numpy as np
 import torch
 import torch.nn.functional as F
-from mmcv.transforms import BaseTransform
+from mmcv.transforms import BaseTransform, Compose
 from mmdet.datasets.transforms import PackDetInputs
 from mmdet.registry import TRANSFORMS
+from mmdet.structures.bbox import HorizontalBoxes
 from mmdet.structures.mask import BitmapMasks
 from mmengine.fileio import get
 
@@ -176,6 +177,10 @@ class FINDLoadTaskMasks(BaseTransform):
         if not keys:
             return results
         missing = [k for k in ("gt_masks",) + _GT_KEYS if k not in results]
+        if len(missing) == 1 + len(_GT_KEYS) and "gt_seg_map" not in results:
+            # no annotation loaded (a refs-only dataset, FINDRefCocoDataset): start empty ones
+            results.update(_empty_gt(h, w))
+            missing = []
         if missing:
             raise KeyError(
                 f"FINDLoadTaskMasks: results lack {missing}; place it after "
@@ -191,6 +196,16 @@ class FINDLoadTaskMasks(BaseTransform):
         flags = np.ones(len(keys), dtype=bool)
         results["gt_ignore_flags"] = np.concatenate([results["gt_ignore_flags"], flags])
         return results
+
+
+def _empty_gt(h: int, w: int) -> dict:
+    """The ``gt_*`` fields of mmdet's loaders for an image without an annotation."""
+    return {
+        "gt_masks": BitmapMasks(np.zeros((0, h, w), dtype=np.uint8), h, w),
+        "gt_bboxes": HorizontalBoxes(torch.zeros(0, 4)),
+        "gt_bboxes_labels": np.zeros(0, dtype=np.int64),
+        "gt_ignore_flags": np.zeros(0, dtype=bool),
+    }
 
 
 def pop_task_masks(results: dict) -> Optional[Dict[tuple, torch.Tensor]]:
@@ -228,6 +243,13 @@ class FINDSampleTasks(BaseTransform):
         language: the frozen language model (as the model's ``language``).
         training: training samples (random prompts, class prompt) or evaluation ones.
         seed: seed of every draw (hashed with the image id and, in training, the call count).
+        reference_pipeline: transforms that load and resize a reference image as the query
+            image is (e.g. ``LoadImageFromFile`` + the same ``Resize``); needed by
+            ``interleave_retrieval_visual``, whose visual phrases are prompted by a segment of
+            another image (the phrase's ``reference``: its image and panoptic PNG are read, the
+            segment's mask resized to the image, record ``reference`` ``{"image": uint8 [3, h, w]
+            BGR, "mask": [h, w] bool, "image_id"}``).
+        backend_args: file backend arguments of the reference panoptic PNGs.
     """
 
     def __init__(
@@ -239,6 +261,8 @@ class FINDSampleTasks(BaseTransform):
         language: Optional[Mapping] = None,
         training: bool = True,
         seed: int = 0,
+        reference_pipeline: Optional[Sequence[dict]] = None,
+        backend_args: Optional[dict] = None,
     ):
         if not isinstance(tasks, Mapping):
             options = dict(task_options or {})
@@ -257,6 +281,19 @@ class FINDSampleTasks(BaseTransform):
         self.training = bool(training)
         self.seed = int(seed)
         self._calls = 0
+        self.backend_args = backend_args
+        self.read_reference = None
+        if "interleave_retrieval_visual" in self.names:
+            if self.training or not reference_pipeline:
+                raise ValueError(
+                    "FINDSampleTasks: interleave_retrieval_visual is evaluation-only "
+                    "(training=False) and needs reference_pipeline (e.g. [dict(type="
+                    "'LoadImageFromFile'), dict(type='Resize', ...)] as the query image's)"
+                )
+            self.reference_pipeline = Compose(
+                [TRANSFORMS.build(t) if isinstance(t, Mapping) else t for t in reference_pipeline]
+            )
+            self.read_reference = self._read_reference
 
     @property
     def encode_text(self):
@@ -340,11 +377,33 @@ class FINDSampleTasks(BaseTransform):
                 gt["grounding_masks"] = grounding_gt
         entities = results.get("entity_info")
         if entities is not None:
-            record["entities"] = entity_records(entities, lambda sid: moved(("entity", sid)))
+            record["entities"] = entity_records(
+                entities, lambda sid: moved(("entity", sid)), self.read_reference
+            )
             if not self.training:
                 gt["interleave_masks"] = interleave_ground_truth(
                     entities, lambda sid: original(("entity", sid)), shape
                 )
+
+    def _read_reference(self, ref: Mapping) -> dict:
+        """A phrase's cross-image ``reference`` (``image_id``, ``annotation_id``, ``img_path``,
+        ``seg_map_path`` of :class:`~find_plugin.mmdet.datasets.FINDCocoPanopticDataset`) ->
+        the record's ``{"image", "mask", "image_id"}``; the model embeds the image."""
+        for key in ("img_path", "seg_map_path"):
+            if key not in ref:
+                raise KeyError(
+                    f"reference {dict(ref)} has no {key!r}: the dataset must be a "
+                    "FINDCocoPanopticDataset whose panoptic json holds the reference image"
+                )
+        out = self.reference_pipeline({"img_path": ref["img_path"], "img_id": int(ref["image_id"])})
+        img = out["img"]
+        png = mmcv.imfrombytes(get(ref["seg_map_path"], backend_args=self.backend_args))
+        ids = torch.from_numpy(rgb2id(png[..., ::-1]) == int(ref["annotation_id"]))
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),
+            "mask": _resize(ids[None], img.shape[:2])[0],
+            "image_id": int(ref["image_id"]),
+        }
 
     def __repr__(self) -> str:
         return (
@@ -356,7 +415,10 @@ class FINDSampleTasks(BaseTransform):
 @TRANSFORMS.register_module()
 class PackFINDInputs(PackDetInputs):
     """``PackDetInputs`` plus the data fields ``find_samples`` and ``find_gt`` of
-    :class:`FINDSampleTasks` (plain dicts: they stay on the CPU, the model moves what it needs)."""
+    :class:`FINDSampleTasks` (plain dicts: they stay on the CPU, the model moves what it needs).
+    In evaluation, ``find_gt["grounding_masks"]`` [G, H0, W0] is also the metainfo ``gt_masks``
+    (``BitmapMasks``, one per referring sentence), as mmdet's RefCOCO pipelines pack it for
+    ``RefSegMetric``."""
 
     def transform(self, results: dict) -> dict:
         packed = super().transform(results)
@@ -364,4 +426,9 @@ class PackFINDInputs(PackDetInputs):
         for key in ("find_samples", "find_gt"):
             if key in results:
                 ds.set_field(results[key], key)
+        grounding = results.get("find_gt", {}).get("grounding_masks")
+        if grounding is not None:
+            g = torch.as_tensor(grounding).bool().numpy().astype(np.uint8)
+            h, w = g.shape[-2:]
+            ds.set_metainfo({"gt_masks": BitmapMasks(g.reshape(-1, h, w), h, w)})
         return packed

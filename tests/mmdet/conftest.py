@@ -51,15 +51,26 @@ def demo_cfg(data_root: str, work_dir: str = "", **options):
     cfg.merge_from_dict(base)
     cfg.model.language.pop("cache_dir", None)
     cfg.model.criterion = dict(num_points=64, matcher_num_points=64)
-    for dl in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
-        dl.dataset.data_root = data_root
-        for t in dl.dataset.pipeline:
+    for ds in [cfg.train_dataloader.dataset] + val_sets(cfg):
+        ds.data_root = data_root
+        for t in ds.pipeline:
             if t["type"] == "FINDSampleTasks":
                 t["language"].pop("cache_dir", None)
-    ev = cfg.val_evaluator
-    ev[0].ann_file = data_root + "coco/annotations/panoptic_val2017.json"
-    ev[0].seg_prefix = data_root + "coco/panoptic_val2017/"
-    ev[2].ann_file = data_root + "coco/annotations/instances_val2017.json"
-    cfg.test_evaluator = ev
+    cfg.test_dataloader = cfg.val_dataloader
+    for group in cfg.val_evaluator.metrics:
+        for m in group.metrics:
+            if m["type"] == "CocoPanopticMetric":
+                m.ann_file = data_root + "coco/annotations/panoptic_val2017.json"
+                m.seg_prefix = data_root + "coco/panoptic_val2017/"
+            elif m["type"] == "CocoMetric":
+                m.ann_file = data_root + "coco/annotations/instances_val2017.json"
+    cfg.test_evaluator = cfg.val_evaluator
     cfg.work_dir = work_dir
     return cfg
+
+
+def val_sets(cfg) -> list:
+    """The dataset configs of the config's validation sets (its FINDConcatDataset)."""
+    ds = cfg.val_dataloader.dataset
+    assert ds["type"] == "FINDConcatDataset", ds["type"]
+    return list(ds.datasets)

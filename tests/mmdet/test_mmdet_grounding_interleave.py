@@ -34,7 +34,7 @@ def built(demo_root):
     register_all_modules(init_default_scope=True)
     cfg = C.demo_cfg(demo_root)
     train = DATASETS.build(cfg.train_dataloader.dataset)
-    val = DATASETS.build(cfg.val_dataloader.dataset)
+    val = DATASETS.build(cfg.val_dataloader.dataset.datasets[0])
     return cfg, train, val
 
 
@@ -90,7 +90,7 @@ def test_entity_of_an_image_outside_the_panoptic_json_fails(built, demo_root, tm
     data["annotations"][0]["image_id"] = 987654321
     bad = tmp_path / "entity.json"
     bad.write_text(json.dumps(data))
-    ds_cfg = cfg.val_dataloader.dataset.copy()
+    ds_cfg = cfg.val_dataloader.dataset.datasets[0].copy()
     ds_cfg.entity_ann_file = str(bad)
     with pytest.raises(ValueError, match=r"entity\.json annotations\[0\].*987654321.*not in"):
         DATASETS.build(ds_cfg)
@@ -175,7 +175,7 @@ def test_pipeline_without_find_load_task_masks_fails(built):
     from mmdet.registry import DATASETS
 
     cfg, _, _ = built
-    ds_cfg = cfg.val_dataloader.dataset.copy()
+    ds_cfg = cfg.val_dataloader.dataset.datasets[0].copy()
     ds_cfg.pipeline = [t for t in ds_cfg.pipeline if t["type"] != "FINDLoadTaskMasks"]
     ds = DATASETS.build(ds_cfg)
     with pytest.raises(KeyError, match="FINDLoadTaskMasks"):

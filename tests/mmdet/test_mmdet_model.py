@@ -23,7 +23,7 @@ def built(demo_root):
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
     train = DATASETS.build(cfg.train_dataloader.dataset)
-    val = DATASETS.build(cfg.val_dataloader.dataset)
+    val = DATASETS.build(cfg.val_dataloader.dataset.datasets[0])
     return cfg, model, train, val
 
 

@@ -58,7 +58,11 @@ def test_train_and_validate(trained):
         "interleave_retrieval/ir1",
         "interleave_retrieval/tr1",
     ):
-        assert key in logged, (key, sorted(logged))
+        assert "find_demo_val/" + key in logged, (key, sorted(logged))
+    # the second validation set, find_demo_karpathy_test, runs retrieval only
+    karpathy = sorted(k for k in logged if k.startswith("find_demo_karpathy_test/"))
+    assert karpathy and all(k.startswith("find_demo_karpathy_test/retrieval/") for k in karpathy)
+    assert "find_demo_karpathy_test/retrieval/ir1" in karpathy
     assert os.path.isfile(os.path.join(work, "iter_2.pth"))
 
 
@@ -67,7 +71,8 @@ def test_mmdet_test_reads_the_checkpoint(trained):
     ckpt = os.path.join(work, "iter_2.pth")
     test = C._load_tool("mmdet_test")
     metrics = test.main([cfg_path, ckpt, "--work-dir", str(work / "test")])
-    assert "coco_panoptic/PQ" in metrics and "retrieval/irtr" in metrics
+    assert "find_demo_val/coco_panoptic/PQ" in metrics
+    assert "find_demo_karpathy_test/retrieval/irtr" in metrics
     # a checkpoint whose keys do not fit fails, naming the keys (strict load)
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     state["state_dict"].pop("interface.logit_scale")

@@ -32,8 +32,7 @@ from typing import Optional, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from ...data.refcoco import load_grounding_info
-from .common import missing_files
+from ...data.refcoco import load_find_refcoco, load_grounding_info
 
 __all__ = [
     "PREDEFINED_FIND_REFCOCO",
@@ -63,55 +62,6 @@ def refcoco_paths(root: str, folder: str, split_by: str) -> dict:
         "instances_json": os.path.join(root, folder, "instances.json"),
         "image_root": os.path.join(root, "coco"),
     }
-
-
-def _image_file(image_root: str, img: dict) -> list:
-    """Candidate paths: the 2014 name under ``coco/train2014``, then the 2017 names."""
-    out = []
-    if img.get("file_name"):
-        out.append(os.path.join(image_root, "train2014", os.path.basename(img["file_name"])))
-    out += [
-        os.path.join(image_root, f"{split}2017", f"{int(img['id']):012d}.jpg")
-        for split in ("train", "val")
-    ]
-    return out
-
-
-def _resolve_images(name, image_root, images, instances_json):
-    candidates = {i: _image_file(image_root, images[i]) for i in images}
-    # one listdir per folder (118k images), then the first existing candidate
-    first = {i: c[0] for i, c in candidates.items()}
-    missing = set(missing_files(first.values()))
-    out = {}
-    for i, cands in candidates.items():
-        path = cands[0] if cands[0] not in missing else None
-        if path is None:
-            path = next((p for p in cands[1:] if os.path.isfile(p)), None)
-        if path is None:
-            raise FileNotFoundError(
-                f"dataset {name!r}: image {i} of {instances_json} not found; looked for {cands}"
-            )
-        out[i] = path
-    return out
-
-
-def load_find_refcoco(
-    name: str, refs_file: str, instances_json: str, image_root: str, split: str
-) -> list:
-    """Dataset dicts of ``split`` (see the module docstring); errors as
-    :func:`load_grounding_info`, plus a missing image."""
-    per_image, images = load_grounding_info(name, refs_file, instances_json, split)
-    paths = _resolve_images(name, image_root, {i: images[i] for i in per_image}, instances_json)
-    return [
-        {
-            "file_name": paths[i],
-            "image_id": i,
-            "height": int(images[i]["height"]),
-            "width": int(images[i]["width"]),
-            "grounding_info": infos,
-        }
-        for i, infos in per_image.items()
-    ]
 
 
 def register_find_refcoco(

@@ -13,12 +13,15 @@
 # annotations in coco/annotations/, RefCOCOg in refcocog/), shared with the detectron2 side.
 # Trains every task on every image as detectron2's find_coco_2017_train_joined: COCO train2017
 # panoptic + captions + RefCOCOg (umd) train refs + COCO-Entity train sentences, joined per image
-# (generic, grounding, interactive, retrieval, interleave); evaluates PQ, mIoU, mask AP,
-# interactive NoC/mIoU and COCO-val caption retrieval. (RefCOCOg val, COCO-Entity and Karpathy
-# evaluation: the detectron2 configs.)
-_base_ = ["./_base_/find_runtime.py"]
+# (generic, grounding, interactive, retrieval, interleave). Validates the sets of the detectron2
+# config's DATASETS.TEST, one FINDConcatDataset + mmdet's MultiDatasetsEvaluator, metrics named
+# <set>/<metric>/<name>: coco_panoptic_val2017 (PQ, mask AP, mIoU, interactive NoC/mIoU,
+# caption retrieval), refcocog_umd_val (grounding cIoU/mIoU, and mmdet's RefSegMetric),
+# coco_entity_val2017 and coco_entity_val2017_long (interleave grounding + interleave retrieval),
+# karpathy_test (image-text retrieval).
+_base_ = ["./_base_/find_runtime.py", "./_base_/find_data.py"]
 
-data_root = "{{$DETECTRON2_DATASETS:datasets}}/coco/"
+data_root = "{{$DETECTRON2_DATASETS:datasets}}/"
 backend_args = None
 
 metainfo = "CocoPanopticDataset"  # the 133 COCO panoptic classes, things first
@@ -35,9 +38,12 @@ find_tasks = dict(
     interactive=dict(max_prompts=9, correction_prob=0.5),
     retrieval=dict(),
     interleave=dict(max_phrases=6, visual_prob=0.5),
+    interleave_retrieval=dict(),
+    interleave_retrieval_visual=dict(
+        visual_prob=0.5
+    ),  # evaluation only (TASKS.INTERLEAVE_VISUAL_PROB)
 )
 train_tasks = ["generic", "grounding", "interactive", "retrieval", "interleave"]
-eval_tasks = ["generic", "interactive", "retrieval"]
 seed = 0
 
 model = dict(
@@ -78,16 +84,9 @@ model = dict(
 
 # Large-scale jitter 1024 (scale 0.1..2.0), as detectron2's find_panoptic_lsj mapper.
 train_pipeline = [
-    dict(type="LoadImageFromFile", backend_args=backend_args),
-    dict(
-        type="LoadPanopticAnnotations",
-        with_bbox=True,
-        with_mask=True,
-        with_seg=True,
-        backend_args=backend_args,
-    ),
-    # the ref / entity masks join gt_masks so that flip, resize and crop move them too
-    dict(type="FINDLoadTaskMasks", backend_args=backend_args),
+    _base_.load_image,
+    _base_.load_panoptic,
+    _base_.load_task_masks,
     dict(type="RandomFlip", prob=0.5),
     dict(type="RandomResize", scale=(1024, 1024), ratio_range=(0.1, 2.0), keep_ratio=True),
     dict(
@@ -106,92 +105,188 @@ train_pipeline = [
         training=True,
         seed=seed,
     ),
-    dict(type="PackFINDInputs"),
+    _base_.pack_train,
 ]
-# Shortest edge 640, longest at most 1024 (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST).
-test_pipeline = [
-    dict(type="LoadImageFromFile", backend_args=backend_args),
-    dict(type="Resize", scale=(1024, 640), keep_ratio=True),
+# Shortest edge 640, longest at most 1024 (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST); annotations are
+# loaded after the resize, at the original size, for the metrics. One pipeline per validation
+# set: its tasks are the ones the detectron2 dataset declares (find_eval_tasks).
+test_resize = [_base_.load_image, dict(type="Resize", scale=(1024, 640), keep_ratio=True)]
+load_panoptic = _base_.load_panoptic
+load_task_masks = _base_.load_task_masks
+pack_test = _base_.pack_test
+sample_test = dict(
+    type="FINDSampleTasks",
+    task_options=find_tasks,
+    metainfo=metainfo,
+    language=language,
+    training=False,
+    seed=seed,
+)
+panoptic_test_pipeline = test_resize + [
+    load_panoptic,
+    dict(sample_test, tasks=["generic", "interactive", "retrieval"]),
+    pack_test,
+]
+refs_test_pipeline = test_resize + [
+    load_task_masks,
+    dict(sample_test, tasks=["grounding"]),
+    pack_test,
+]
+entity_test_pipeline = test_resize + [
+    load_panoptic,
+    load_task_masks,
+    dict(sample_test, tasks=["interleave", "interleave_retrieval"]),
+    pack_test,
+]
+retrieval_test_pipeline = test_resize + [dict(sample_test, tasks=["retrieval"]), pack_test]
+# interleave retrieval with visual references: a phrase's reference image is loaded and resized
+# as the query image (reference_pipeline)
+interleave_visual_test_pipeline = test_resize + [
+    load_panoptic,
+    load_task_masks,
     dict(
-        type="LoadPanopticAnnotations",
-        with_bbox=True,
-        with_mask=True,
-        with_seg=True,
+        sample_test,
+        tasks=["interleave_retrieval_visual"],
+        reference_pipeline=test_resize,
         backend_args=backend_args,
     ),
-    dict(
-        type="FINDSampleTasks",
-        tasks=eval_tasks,
-        task_options=find_tasks,
-        metainfo=metainfo,
-        language=language,
-        training=False,
-        seed=seed,
-    ),
-    dict(
-        type="PackFINDInputs",
-        meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor"),
-    ),
+    pack_test,
 ]
+test_pipeline = panoptic_test_pipeline
 
 dataset_type = "FINDCocoPanopticDataset"
 train_dataloader = dict(
     batch_size=2,
     num_workers=4,
     persistent_workers=True,
-    sampler=dict(type="InfiniteSampler", shuffle=True),
+    sampler=_base_.train_sampler,
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
-        ann_file="annotations/panoptic_train2017.json",
-        caption_ann_file="annotations/captions_train2017.json",
-        refs_file="../refcocog/refs(umd).p",
-        refs_instances_file="../refcocog/instances.json",
+        ann_file="coco/annotations/panoptic_train2017.json",
+        caption_ann_file="coco/annotations/captions_train2017.json",
+        refs_file="refcocog/refs(umd).p",
+        refs_instances_file="refcocog/instances.json",
         refs_split="train",
-        entity_ann_file="annotations/entity_train2017.json",
-        data_prefix=dict(img="train2017/", seg="panoptic_train2017/"),
+        entity_ann_file="coco/annotations/entity_train2017.json",
+        data_prefix=dict(img="coco/train2017/", seg="coco/panoptic_train2017/"),
         filter_cfg=dict(filter_empty_gt=False),
         pipeline=train_pipeline,
         backend_args=backend_args,
     ),
 )
+coco_val = dict(
+    data_root=data_root,
+    ann_file="coco/annotations/panoptic_val2017.json",
+    data_prefix=dict(img="coco/val2017/", seg="coco/panoptic_val2017/"),
+    test_mode=True,
+    backend_args=backend_args,
+)
+val_sets = [
+    dict(
+        coco_val,
+        type=dataset_type,
+        caption_ann_file="coco/annotations/captions_val2017.json",
+        require_captions=True,
+        pipeline=panoptic_test_pipeline,
+    ),
+    dict(
+        type="FINDRefCocoDataset",
+        data_root=data_root,
+        ann_file="refcocog/refs(umd).p",
+        instances_file="refcocog/instances.json",
+        split="val",
+        data_prefix=dict(img="coco/"),
+        test_mode=True,
+        pipeline=refs_test_pipeline,
+    ),
+    dict(
+        coco_val,
+        type=dataset_type,
+        entity_ann_file="coco/annotations/entity_val2017.json",
+        images_with="entity_info",
+        pipeline=entity_test_pipeline,
+    ),
+    dict(
+        coco_val,
+        type=dataset_type,
+        entity_ann_file="coco/annotations/entity_val2017_long.json",
+        images_with="entity_info",
+        pipeline=entity_test_pipeline,
+    ),
+    dict(
+        type="FINDKarpathyDataset",
+        data_root=data_root,
+        ann_file="coco/annotations/dataset_coco.json",
+        splits=["test"],
+        data_prefix=dict(img="coco/"),
+        test_mode=True,
+        pipeline=retrieval_test_pipeline,
+    ),
+]
+# find_coco_interleave_val2017 of the detectron2 side (configs/eval/coco_interleave_val2017.yaml):
+# not among the default sets, its file is built by tools/build_interleave_references.py. To add
+# it: val_sets.append(interleave_val_set), val_set_names.append("coco_interleave_val2017") and
+# a FINDDatasetMetrics(dataset_index=5, metrics=[_base_.interleave_visual_metric]).
+interleave_val_set = dict(
+    coco_val,
+    type=dataset_type,
+    entity_ann_file="coco/annotations/interleave_val2017.json",
+    images_with="entity_info",
+    pipeline=interleave_visual_test_pipeline,
+)
+val_set_names = [
+    "coco_panoptic_val2017",
+    "refcocog_umd_val",
+    "coco_entity_val2017",
+    "coco_entity_val2017_long",
+    "karpathy_test",
+]
 val_dataloader = dict(
     batch_size=1,
     num_workers=2,
     persistent_workers=True,
     drop_last=False,
-    sampler=dict(type="DefaultSampler", shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file="annotations/panoptic_val2017.json",
-        caption_ann_file="annotations/captions_val2017.json",
-        require_captions=True,
-        data_prefix=dict(img="val2017/", seg="panoptic_val2017/"),
-        test_mode=True,
-        pipeline=test_pipeline,
-        backend_args=backend_args,
-    ),
+    sampler=_base_.val_sampler,
+    dataset=dict(type="FINDConcatDataset", datasets=val_sets),
 )
 test_dataloader = val_dataloader
 
-val_evaluator = [
+panoptic_metrics = [
     dict(
         type="CocoPanopticMetric",
-        ann_file=data_root + "annotations/panoptic_val2017.json",
-        seg_prefix=data_root + "panoptic_val2017/",
+        ann_file=data_root + "coco/annotations/panoptic_val2017.json",
+        seg_prefix=data_root + "coco/panoptic_val2017/",
         backend_args=backend_args,
     ),
     dict(type="SemSegMetric", iou_metrics=["mIoU"], prefix="sem_seg"),
     dict(
         type="CocoMetric",
         metric=["segm"],
-        ann_file=data_root + "annotations/instances_val2017.json",
+        ann_file=data_root + "coco/annotations/instances_val2017.json",
         backend_args=backend_args,
     ),
     dict(type="FINDInteractiveMetric", max_clicks=1),
-    dict(type="FINDRetrievalMetric", task="retrieval"),
+    _base_.retrieval_metric,
 ]
+# FIND's grounding metric (official definitions) and mmdet's RefSegMetric side by side
+refs_metrics = _base_.grounding_metrics
+entity_metrics = _base_.entity_metrics
+val_evaluator = dict(
+    type="MultiDatasetsEvaluator",
+    dataset_prefixes=val_set_names,
+    metrics=[
+        dict(type="FINDDatasetMetrics", dataset_index=0, metrics=panoptic_metrics),
+        dict(type="FINDDatasetMetrics", dataset_index=1, metrics=refs_metrics),
+        dict(type="FINDDatasetMetrics", dataset_index=2, metrics=entity_metrics),
+        dict(type="FINDDatasetMetrics", dataset_index=3, metrics=entity_metrics),
+        dict(
+            type="FINDDatasetMetrics",
+            dataset_index=4,
+            metrics=[_base_.retrieval_metric],
+        ),
+    ],
+)
 test_evaluator = val_evaluator
 
 # 50 epochs of train2017 at 18 images / step = 368750 steps, lr x0.1 at 0.889 and 0.963 of them

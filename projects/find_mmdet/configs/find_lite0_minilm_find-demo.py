@@ -10,7 +10,7 @@
 #   python tools/mmdet_train.py projects/find_mmdet/configs/find_lite0_minilm_find-demo.py
 #
 # Data: $DETECTRON2_DATASETS/find_demo/ (default ./datasets/find_demo/), as the detectron2 side.
-_base_ = ["./_base_/find_runtime.py"]
+_base_ = ["./_base_/find_runtime.py", "./_base_/find_data.py"]
 
 data_root = "{{$DETECTRON2_DATASETS:datasets}}/find_demo/"
 backend_args = None
@@ -87,15 +87,9 @@ model = dict(
 # padded by the data preprocessor) and is flipped at random: two versions per image, so the
 # backbone cache hits. FINDLoadTaskMasks adds the ref / entity masks for the geometric transforms.
 train_pipeline = [
-    dict(type="LoadImageFromFile", backend_args=backend_args),
-    dict(
-        type="LoadPanopticAnnotations",
-        with_bbox=True,
-        with_mask=True,
-        with_seg=True,
-        backend_args=backend_args,
-    ),
-    dict(type="FINDLoadTaskMasks", backend_args=backend_args),
+    _base_.load_image,
+    _base_.load_panoptic,
+    _base_.load_task_masks,
     dict(type="RandomFlip", prob=0.5),
     dict(type="Resize", scale=(192, 192), keep_ratio=True),
     dict(
@@ -107,42 +101,34 @@ train_pipeline = [
         training=True,
         seed=seed,
     ),
-    dict(type="PackFINDInputs"),
+    _base_.pack_train,
 ]
 # Shortest edge 160, longest at most 256 (MIN_SIZE_TEST / MAX_SIZE_TEST); annotations are loaded
 # after the resize, at the original size, for the metrics.
-test_pipeline = [
-    dict(type="LoadImageFromFile", backend_args=backend_args),
-    dict(type="Resize", scale=(256, 160), keep_ratio=True),
-    dict(
-        type="LoadPanopticAnnotations",
-        with_bbox=True,
-        with_mask=True,
-        with_seg=True,
-        backend_args=backend_args,
-    ),
-    dict(type="FINDLoadTaskMasks", backend_args=backend_args),
-    dict(
-        type="FINDSampleTasks",
-        tasks=eval_tasks,
-        task_options=find_tasks,
-        metainfo=metainfo,
-        language=language,
-        training=False,
-        seed=seed,
-    ),
-    dict(
-        type="PackFINDInputs",
-        meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor"),
-    ),
+test_resize = [_base_.load_image, dict(type="Resize", scale=(256, 160), keep_ratio=True)]
+sample_test = dict(
+    type="FINDSampleTasks",
+    task_options=find_tasks,
+    metainfo=metainfo,
+    language=language,
+    training=False,
+    seed=seed,
+)
+test_pipeline = test_resize + [
+    _base_.load_panoptic,
+    _base_.load_task_masks,
+    dict(sample_test, tasks=eval_tasks),
+    _base_.pack_test,
 ]
+# find_demo_karpathy_test (detectron2): the val images as a Karpathy-format retrieval split
+retrieval_test_pipeline = test_resize + [dict(sample_test, tasks=["retrieval"]), _base_.pack_test]
 
 dataset_type = "FINDCocoPanopticDataset"
 train_dataloader = dict(
     batch_size=8,
     num_workers=1,
     persistent_workers=True,
-    sampler=dict(type="InfiniteSampler", shuffle=True),
+    sampler=_base_.train_sampler,
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
@@ -159,32 +145,48 @@ train_dataloader = dict(
         backend_args=backend_args,
     ),
 )
+demo_val = dict(
+    type=dataset_type,
+    data_root=data_root,
+    metainfo=metainfo,
+    ann_file="coco/annotations/panoptic_val2017.json",
+    caption_ann_file="coco/annotations/captions_val2017.json",
+    require_captions=True,
+    refs_file="refcoco/refs(unc).p",
+    refs_instances_file="refcoco/instances.json",
+    refs_split="val",
+    entity_ann_file="coco/annotations/find_entity_val2017.json",
+    data_prefix=dict(img="coco/val2017/", seg="coco/panoptic_val2017/"),
+    test_mode=True,
+    pipeline=test_pipeline,
+    backend_args=backend_args,
+)
+demo_karpathy_test = dict(
+    type="FINDKarpathyDataset",
+    data_root=data_root,
+    metainfo=metainfo,
+    ann_file="coco/annotations/dataset_coco.json",
+    splits=["test"],
+    data_prefix=dict(img="coco/"),
+    test_mode=True,
+    pipeline=retrieval_test_pipeline,
+)
+val_set_names = ["find_demo_val", "find_demo_karpathy_test"]
 val_dataloader = dict(
     batch_size=4,
     num_workers=1,
     persistent_workers=True,
     drop_last=False,
-    sampler=dict(type="DefaultSampler", shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        metainfo=metainfo,
-        ann_file="coco/annotations/panoptic_val2017.json",
-        caption_ann_file="coco/annotations/captions_val2017.json",
-        require_captions=True,
-        refs_file="refcoco/refs(unc).p",
-        refs_instances_file="refcoco/instances.json",
-        refs_split="val",
-        entity_ann_file="coco/annotations/find_entity_val2017.json",
-        data_prefix=dict(img="coco/val2017/", seg="coco/panoptic_val2017/"),
-        test_mode=True,
-        pipeline=test_pipeline,
-        backend_args=backend_args,
-    ),
+    sampler=_base_.val_sampler,
+    dataset=dict(type="FINDConcatDataset", datasets=[demo_val, demo_karpathy_test]),
 )
 test_dataloader = val_dataloader
 
-val_evaluator = [
+# Every task on find_demo_val (as detectron2's find_demo_val), retrieval on the Karpathy split;
+# names <set>/<metric>/<name> (mmdet's MultiDatasetsEvaluator, find_plugin.mmdet.multi_datasets).
+# (No RefSegMetric here: on a set that also runs generic segmentation, pred_instances are the
+# instance predictions, not the referring masks.)
+demo_val_metrics = [
     dict(
         type="CocoPanopticMetric",
         ann_file=data_root + "coco/annotations/panoptic_val2017.json",
@@ -200,11 +202,21 @@ val_evaluator = [
         backend_args=backend_args,
     ),
     dict(type="FINDInteractiveMetric", max_clicks=max_clicks),
-    dict(type="FINDRetrievalMetric", task="retrieval"),
-    dict(type="FINDGroundingMetric", task="grounding"),
-    dict(type="FINDGroundingMetric", task="interleave"),
-    dict(type="FINDRetrievalMetric", task="interleave_retrieval"),
-]
+    _base_.retrieval_metric,
+    _base_.grounding_metrics[0],
+] + _base_.entity_metrics
+val_evaluator = dict(
+    type="MultiDatasetsEvaluator",
+    dataset_prefixes=val_set_names,
+    metrics=[
+        dict(type="FINDDatasetMetrics", dataset_index=0, metrics=demo_val_metrics),
+        dict(
+            type="FINDDatasetMetrics",
+            dataset_index=1,
+            metrics=[_base_.retrieval_metric],
+        ),
+    ],
+)
 test_evaluator = val_evaluator
 
 # 700 iterations of 8 images (about 14 epochs of the 400 training images), lr x0.1 at 560 and
