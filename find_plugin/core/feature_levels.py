@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .layers import sine_position_encoding
@@ -124,3 +125,25 @@ def prepare_levels(
         keys.append(src[-1] + pos[-1])
         sizes.append(tuple(f.shape[-2:]))
     return FeatureLevels(maps, src, pos, keys, sizes, offsets)
+
+
+def downsample_bilinear(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """``F.interpolate(x, size, mode="bilinear", align_corners=False)`` of x [B, C, H, W].
+
+    When H and W are even multiples of the output size (the stride-4 mask features brought to
+    the stride-8/16/32 levels), each output pixel lies halfway between the middle two pixels of
+    its f x f block in both directions, so bilinear interpolation is the mean of those 4 pixels
+    (weights 1/4, powers of two: exact in floating point): four strided reads instead of a
+    resize, which on CPU first copies a many-channel NCHW map into channels-last. Other sizes
+    go to ``F.interpolate``."""
+    h, w = x.shape[-2:]
+    oh, ow = int(size[0]), int(size[1])
+    fh, fw = h // oh, w // ow
+    if (h, w) == (oh, ow):
+        return x
+    if fh * oh != h or fw * ow != w or fh % 2 or fw % 2:
+        return F.interpolate(x, size=(oh, ow), mode="bilinear", align_corners=False)
+    r0, c0 = fh // 2 - 1, fw // 2 - 1
+    top = x[..., r0::fh, c0::fw] + x[..., r0::fh, c0 + 1 :: fw]
+    bottom = x[..., r0 + 1 :: fh, c0::fw] + x[..., r0 + 1 :: fh, c0 + 1 :: fw]
+    return (top + bottom) * 0.25

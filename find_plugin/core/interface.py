@@ -61,12 +61,17 @@ Re-implements (facts from the papers and code, no code copied):
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .class_bank import ClassBank
 from .distributed import all_gather_no_grad, all_gather_with_grad
-from .feature_levels import FeatureLevels, build_input_proj, check_features, prepare_levels
+from .feature_levels import (
+    FeatureLevels,
+    build_input_proj,
+    check_features,
+    downsample_bilinear,
+    prepare_levels,
+)
 from .heads import OutputPlan, PredictionHeads
 from .layers import InterfaceLayer
 from .prototypes import VariableSpec, merge_prototypes, variable_declarers
@@ -279,19 +284,15 @@ class FINDInterface(nn.Module):
         refresh = self._class_refresh(tasks, class_bank, out_plan)
         bank = {"current": class_bank}
 
-        # Channels-last mask features, once per pass: CPU bilinear resizes and point reads of
-        # many-channel maps work in that layout (an NCHW input is copied into it on every call).
-        features_cl = mask_features.contiguous(memory_format=torch.channels_last)
         # the mask features at each level size, resized once per pass (attention masks)
-        attn_features = [
-            F.interpolate(features_cl, size=sz, mode="bilinear", align_corners=False)
-            for sz in levels.sizes
-        ]
+        attn_features = [downsample_bilinear(mask_features, sz) for sz in levels.sizes]
         # per-layer outputs (training, parity): the masks stay factored until read (heads.py),
-        # the criterion reads them at its points from the channels-last features
+        # the criterion reads them at its points from channels-last features (point reads of
+        # many-channel maps work in that layout)
         per_layer = aux_outputs or refresh is not None
-        sample_features = features_cl if per_layer else None
-        del features_cl  # not held through the pass when only the resized maps are read
+        sample_features = None
+        if per_layer:
+            sample_features = mask_features.contiguous(memory_format=torch.channels_last)
 
         def predict(content: torch.Tensor, level: Optional[int]):
             h = self.heads(
