@@ -28,7 +28,7 @@ import torch
 from mmdet.registry import METRICS
 from mmengine.evaluator import BaseMetric
 
-from ..tasks.interleave_metrics import InterleaveRetrievalMetric
+from ..tasks.interleave_metrics import InterleaveRetrievalMetric, check_interleave_outputs
 from ..tasks.metrics import GroundingMetric, InteractiveMetric, RetrievalMetric
 
 __all__ = [
@@ -180,14 +180,7 @@ class FINDInterleaveRetrievalMetric(BaseMetric):
                 )
             ]
             img, objs, query, ents, refs = out
-            d = img.shape[-1]
-            if query.shape != (d,) or ents.dim() != 2 or (ents.shape[0] and ents.shape[1] != d):
-                raise ValueError(
-                    f"img_id {s.get('img_id')}: pred_image_embedding {tuple(img.shape)}, "
-                    f"pred_interleave_query_embedding {tuple(query.shape)} and "
-                    f"pred_interleave_entity_embeddings {tuple(ents.shape)}; expected [D], [D], "
-                    "[E, D]"
-                )
+            check_interleave_outputs(img, query, ents, f"img_id {s.get('img_id')} (pred_*)")
             self.results.append((s.get("img_id"), img, objs, query, ents, refs.long()))
 
     def compute_metrics(self, results: list) -> Dict[str, float]:

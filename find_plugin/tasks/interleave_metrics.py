@@ -30,10 +30,29 @@ import torch
 
 from .metrics import RETRIEVAL_KS, _Metric, _normalise
 
-__all__ = ["InterleaveRetrievalMetric", "interleave_retrieval_scores", "ENTITY_WEIGHT"]
+__all__ = [
+    "InterleaveRetrievalMetric",
+    "check_interleave_outputs",
+    "interleave_retrieval_scores",
+    "ENTITY_WEIGHT",
+]
 
 ENTITY_WEIGHT = 0.5
 REFERENCE_PENALTY = 1e-6
+
+
+def check_interleave_outputs(
+    image: torch.Tensor, query: torch.Tensor, entities: torch.Tensor, where: str
+) -> None:
+    """One image's outputs for visual interleave retrieval: image embedding [D], legend query
+    [D], entity embeddings [E, D]; else a ValueError naming ``where`` (the image)."""
+    d = image.shape[-1]
+    if query.shape != (d,) or entities.dim() != 2 or (entities.shape[0] and entities.shape[1] != d):
+        raise ValueError(
+            f"{where}: image_embedding {tuple(image.shape)}, interleave_query_embedding "
+            f"{tuple(query.shape)} and interleave_entity_embeddings {tuple(entities.shape)}; "
+            "expected [D], [D], [E, D]"
+        )
 
 
 def interleave_retrieval_scores(

@@ -196,3 +196,14 @@ def test_sample_makes_only_referenced_phrases_visual_from_the_generator():
         task.sample(
             _record(), generator=torch.Generator(), encode_text=T.word_encoder, training=True
         )
+
+
+def test_check_interleave_outputs_names_the_image_and_the_shapes():
+    from find_plugin.tasks.interleave_metrics import check_interleave_outputs
+
+    d = torch.zeros(8)
+    check_interleave_outputs(d, d, torch.zeros(2, 8), "img 1")  # well-formed
+    check_interleave_outputs(d, d, torch.zeros(0, 8), "img 1")  # no entity
+    for query, ents in ((torch.zeros(4), torch.zeros(2, 8)), (d, torch.zeros(2, 4)), (d, d)):
+        with pytest.raises(ValueError, match=r"img 7: .*expected \[D\], \[D\], \[E, D\]"):
+            check_interleave_outputs(d, query, ents, "img 7")

@@ -5,7 +5,7 @@ from typing import Optional
 
 import torch
 
-from ...tasks.interleave_metrics import InterleaveRetrievalMetric
+from ...tasks.interleave_metrics import InterleaveRetrievalMetric, check_interleave_outputs
 from .retrieval import FINDRetrievalEvaluator
 
 __all__ = ["FINDInterleaveRetrievalEvaluator"]
@@ -65,13 +65,7 @@ class FINDInterleaveRetrievalEvaluator(FINDRetrievalEvaluator):
             query = torch.as_tensor(self._output(inp, out))
             ents = torch.as_tensor(self._output(inp, out, "interleave_entity_embeddings"))
             refs = torch.as_tensor(self._output(inp, out, "interleave_entity_references"))
-            d = img.shape[-1]
-            if query.shape != (d,) or ents.dim() != 2 or (ents.shape[0] and ents.shape[1] != d):
-                raise ValueError(
-                    f"{type(self).__name__}: {self._where(inp)} has image_embedding "
-                    f"{tuple(img.shape)}, interleave_query_embedding {tuple(query.shape)} and "
-                    f"interleave_entity_embeddings {tuple(ents.shape)}; expected [D], [D], [E, D]"
-                )
+            check_interleave_outputs(img, query, ents, f"{type(self).__name__}: {self._where(inp)}")
             self._metric.update_image(code, img, objs)
             ref_codes = [self._code(int(r)) if int(r) >= 0 else -1 for r in refs.tolist()]
             self._metric.update_query(code, query, ents, torch.tensor(ref_codes, dtype=torch.long))
