@@ -7,7 +7,6 @@ top level and aux) must match the official ones within 1e-4. The per-task interf
 tasks) is tests/core/test_core_parity.py, which loads its weights through the same converter.
 """
 
-import importlib.util
 import os
 
 import pytest
@@ -15,17 +14,16 @@ import torch
 
 from find_plugin.checkpoint import load_checkpoint, load_weights
 from find_plugin.model import FINDModel, build_find_model
+from tests._util import load_module
 
 ATOL = 1e-4
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _cli():
-    spec = importlib.util.spec_from_file_location(
+    mod = load_module(
         "ckpt_convert_cli", os.path.join(ROOT, "tools", "convert_official_checkpoint.py")
     )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     return mod
 
 

@@ -1,6 +1,5 @@
 """FIND's detectron2 datasets on a tiny dataset written in the real COCO formats."""
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -17,14 +16,12 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from find_plugin.d2 import datasets as ds
+from tests._util import load_module
 
 
 def _load_tiny():
     path = pathlib.Path(__file__).with_name("tiny_dataset.py")
-    spec = importlib.util.spec_from_file_location("find_tiny_dataset", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module("find_tiny_dataset", path)
 
 
 tiny = _load_tiny()

@@ -2,7 +2,6 @@
 joined per image, tasks declared from the files given, errors for annotations of other images
 (CPU, seconds; a 6 + 4 image demo dataset written by tools/build_demo_dataset.py)."""
 
-import importlib.util
 import itertools
 import json
 import pathlib
@@ -21,6 +20,7 @@ from find_plugin.d2.datasets import (
     register_find_demo,
     rgb2id,
 )
+from tests._util import load_module
 
 _TOOL = pathlib.Path(__file__).resolve().parents[2] / "tools" / "build_demo_dataset.py"
 _COUNT = itertools.count()
@@ -28,9 +28,7 @@ _COUNT = itertools.count()
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    spec = importlib.util.spec_from_file_location("find_build_demo_dataset_d2", _TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_module("find_build_demo_dataset_d2", _TOOL)
     root = tmp_path_factory.mktemp("demo_root")
     info = mod.build_demo_dataset(str(root), seed=1, num_train=6, num_val=4, progress=False)
     prefix = f"find_demo_t{next(_COUNT)}"
@@ -133,11 +131,7 @@ def test_entities_of_another_split_and_missing_refs_keys_are_errors(demo):
 
 
 def test_train_net_register_runs_the_users_registration_file(demo, tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "find_train_net_register", _TOOL.parent / "train_net.py"
-    )
-    train_net = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_net)
+    train_net = load_module("find_train_net_register", _TOOL.parent / "train_net.py")
     name = f"my_data_{next(_COUNT)}"
     script = tmp_path / "my_datasets.py"
     script.write_text(

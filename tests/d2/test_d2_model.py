@@ -1,7 +1,6 @@
 """The detectron2 meta-architecture ``FIND``: configs build, a training step, evaluation outputs."""
 
 import glob
-import importlib.util
 import os
 import pathlib
 
@@ -13,12 +12,9 @@ from detectron2.utils.events import EventStorage
 
 from find_plugin.d2 import FIND, add_find_config
 from find_plugin.tasks import sample_record
+from tests._util import load_module
 
-_spec = importlib.util.spec_from_file_location(
-    "_d2_conftest", pathlib.Path(__file__).with_name("conftest.py")
-)
-C = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(C)
+C = load_module("_d2_conftest", pathlib.Path(__file__).with_name("conftest.py"))
 TINY_META, register_tiny_metadata, tiny_cfg = C.TINY_META, C.register_tiny_metadata, C.tiny_cfg
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")

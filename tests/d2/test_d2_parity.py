@@ -6,7 +6,6 @@ fixture's image through ``model([{"image": ...}])``, reproduces the official ``p
 The language model is the fixture's own seam: the recorded stand-in LLM hidden states of the five
 class prompts (``task_class_embeddings.pt``), looked up by text."""
 
-import importlib.util
 import os
 import pathlib
 
@@ -19,12 +18,9 @@ from detectron2.modeling import build_model
 from find_plugin.checkpoint import find_config_from_official
 from find_plugin.d2 import FINDCheckpointer, set_find_sections
 from find_plugin.tasks import TokenFeatures
+from tests._util import load_module
 
-_spec = importlib.util.spec_from_file_location(
-    "_d2_conftest_parity", pathlib.Path(__file__).with_name("conftest.py")
-)
-C = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(C)
+C = load_module("_d2_conftest_parity", pathlib.Path(__file__).with_name("conftest.py"))
 
 ATOL = 1e-4
 META = "find_test_parity_small_meta"

@@ -14,17 +14,14 @@ import sys
 
 import torch
 
+from tests._util import load_module
+
 HERE = pathlib.Path(__file__).parent
 REPO = HERE.parent.parent
 
 
 def _load(name, path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(name, path)
 
 
 def _config(root, out_dir, **overrides):

@@ -1,22 +1,19 @@
 """tools/precompute_text_features.py: input formats, clear errors, cache filling."""
 
-import importlib.util
 import json
 import os
 
 import pytest
 
 from find_plugin.encoders.language import TextTokenEncoder
+from tests._util import load_module
 
 _TOOL = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "precompute_text_features.py")
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("lang_precompute_tool", _TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module("lang_precompute_tool", _TOOL)
 
 
 def _write(path, data):

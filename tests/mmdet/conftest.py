@@ -1,11 +1,12 @@
 """Fixtures of the MMDetection-adapter tests: the demo dataset (tiny, real formats) and the
 demo config shrunk for CPU seconds."""
 
-import importlib.util
 import os
 import pathlib
 
 import pytest
+
+from tests._util import load_module
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "projects" / "find_mmdet" / "configs"
@@ -14,10 +15,7 @@ FULL_CONFIG = CONFIG_DIR / "find_focalt_llama_8xb2-50e_coco-panoptic-caption.py"
 
 
 def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"_tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(f"_tool_{name}", ROOT / "tools" / f"{name}.py")
 
 
 @pytest.fixture(scope="session")

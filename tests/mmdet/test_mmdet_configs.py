@@ -2,16 +2,13 @@
 pretty_text parses back to the same data settings, each validation set's pipeline runs only its
 tasks; tools/mmdet_train.py prepares --launcher pytorch on a machine without CUDA."""
 
-import importlib.util
 import pathlib
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location(
-    "_mmdet_conftest", pathlib.Path(__file__).with_name("conftest.py")
-)
-C = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(C)
+from tests._util import load_module
+
+C = load_module("_mmdet_conftest", pathlib.Path(__file__).with_name("conftest.py"))
 
 KEYS = ("train_dataloader", "val_dataloader", "val_evaluator", "model")
 

@@ -7,7 +7,6 @@ Expected values are read from the demo files directly (pickle, json, PNG via PIL
 ``find_plugin.data``."""
 
 import collections
-import importlib.util
 import json
 import os
 import pathlib
@@ -19,11 +18,9 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-_spec = importlib.util.spec_from_file_location(
-    "_mmdet_conftest", pathlib.Path(__file__).with_name("conftest.py")
-)
-C = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(C)
+from tests._util import load_module
+
+C = load_module("_mmdet_conftest", pathlib.Path(__file__).with_name("conftest.py"))
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 reference image, FINDSampleTasks reads the reference image and segment, the detector embeds it
 (extract_one) and FINDInterleaveRetrievalMetric scores with the shared computation."""
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -10,11 +9,9 @@ import pathlib
 import pytest
 import torch
 
-_spec = importlib.util.spec_from_file_location(
-    "_mmdet_conftest", pathlib.Path(__file__).with_name("conftest.py")
-)
-C = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(C)
+from tests._util import load_module
+
+C = load_module("_mmdet_conftest", pathlib.Path(__file__).with_name("conftest.py"))
 
 TASK = "interleave_retrieval_visual"
 

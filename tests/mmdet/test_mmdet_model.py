@@ -1,16 +1,13 @@
 """``FINDDetector``: built from the configs, loss over every task, predict fills data samples."""
 
-import importlib.util
 import pathlib
 
 import pytest
 import torch
 
-_spec = importlib.util.spec_from_file_location(
-    "_mmdet_conftest", pathlib.Path(__file__).with_name("conftest.py")
-)
-C = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(C)
+from tests._util import load_module
+
+C = load_module("_mmdet_conftest", pathlib.Path(__file__).with_name("conftest.py"))
 
 
 @pytest.fixture(scope="module")

@@ -3,19 +3,17 @@ strictly (no key table) into the mmdet ``FINDDetector``, and both give the same 
 same image and samples: panoptic segments (after the id conversion), semantic arg-max, instance
 masks / scores / classes and grounding logits."""
 
-import importlib.util
 import pathlib
 
 import pytest
 import torch
 
 from find_plugin.tasks import record_generator, sample_record
+from tests._util import load_module
 
-_spec = importlib.util.spec_from_file_location(
+D2 = load_module(
     "_d2_conftest_mmdet_parity", pathlib.Path(__file__).parents[1] / "d2" / "conftest.py"
 )
-D2 = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(D2)
 
 H, W = 70, 90  # padded to 96 x 96 by both frameworks
 ATOL = 1e-5

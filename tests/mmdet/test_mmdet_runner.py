@@ -1,7 +1,6 @@
 """mmengine's Runner trains and validates FIND through tools/mmdet_train.py; mmdet_test.py
 evaluates the saved checkpoint; resuming continues the run; configs fail clearly."""
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -9,11 +8,9 @@ import pathlib
 import pytest
 import torch
 
-_spec = importlib.util.spec_from_file_location(
-    "_mmdet_conftest", pathlib.Path(__file__).with_name("conftest.py")
-)
-C = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(C)
+from tests._util import load_module
+
+C = load_module("_mmdet_conftest", pathlib.Path(__file__).with_name("conftest.py"))
 
 
 def _write_cfg(cfg, path) -> str:

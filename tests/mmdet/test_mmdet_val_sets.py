@@ -3,7 +3,6 @@ mmengine's Runner on the demo files laid out as COCO: every set gives its own pr
 only those; mmdet's RefSegMetric agrees with FIND's grounding metric; FINDDatasetMetrics hands
 each set only its samples."""
 
-import importlib.util
 import os
 import pathlib
 
@@ -11,11 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-_spec = importlib.util.spec_from_file_location(
-    "_mmdet_conftest", pathlib.Path(__file__).with_name("conftest.py")
-)
-C = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(C)
+from tests._util import load_module
+
+C = load_module("_mmdet_conftest", pathlib.Path(__file__).with_name("conftest.py"))
 
 SETS = {
     "coco_panoptic_val2017": (

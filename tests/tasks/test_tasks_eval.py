@@ -1,19 +1,15 @@
 """Evaluation paths of the task layer: picks, predictions at the output size, metrics, text-only
 passes, the click rounds of interactive segmentation."""
 
-import importlib.util
 import pathlib
 
 import pytest
 import torch
 
 from find_plugin.tasks import build_task, prepare_batch
+from tests._util import load_module
 
-_spec = importlib.util.spec_from_file_location(
-    "_tasks_layer", pathlib.Path(__file__).with_name("test_tasks_layer.py")
-)
-L = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(L)
+L = load_module("_tasks_layer", pathlib.Path(__file__).with_name("test_tasks_layer.py"))
 T = L.T
 
 SIZES = dict(padded_size=T.PADDED, image_size=T.IMG, output_size=(96, 128))

@@ -1,7 +1,6 @@
 """Interleave retrieval with visual references, framework-free: the score with the entity term
 (hand-computed), the recalls, cross-image prompt tokens and the task's sample."""
 
-import importlib.util
 import math
 import pathlib
 
@@ -15,12 +14,9 @@ from find_plugin.tasks.interleave_metrics import (
     interleave_retrieval_scores,
 )
 from find_plugin.tasks.interleave_retrieval_visual import reference_entities
+from tests._util import load_module
 
-_spec = importlib.util.spec_from_file_location(
-    "_tasks_layer_ivis", pathlib.Path(__file__).with_name("test_tasks_layer.py")
-)
-L = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(L)
+L = load_module("_tasks_layer_ivis", pathlib.Path(__file__).with_name("test_tasks_layer.py"))
 T = L.T
 
 

@@ -1,6 +1,5 @@
 """The task layer: records -> interface inputs and criterion targets -> losses, for every task."""
 
-import importlib.util
 import pathlib
 
 import pytest
@@ -11,12 +10,9 @@ from find_plugin.core.criterion import FINDCriterion
 from find_plugin.core.interface import FINDInterface
 from find_plugin.tasks import build_task, criterion_loss_groups, list_tasks, prepare_batch
 from find_plugin.tasks.interleave import interleave_sentence
+from tests._util import load_module
 
-_spec = importlib.util.spec_from_file_location(
-    "_tasks_conftest", pathlib.Path(__file__).with_name("conftest.py")
-)
-T = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(T)
+T = load_module("_tasks_conftest", pathlib.Path(__file__).with_name("conftest.py"))
 
 TRAIN_TASKS = ("generic", "grounding", "interactive", "retrieval", "interleave")
 

@@ -1,7 +1,6 @@
 """tools/benchmark.py --quick produces every figure, for one checkout and side by side, and writes
 well-formed JSON (no timed assertion: the speed targets are checked by running the benchmark)."""
 
-import importlib.util
 import json
 import math
 import pathlib
@@ -9,16 +8,15 @@ import sys
 
 import pytest
 
+from tests._util import load_module
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "benchmark.py"
 QUICK = ["--quick", "--warmup", "0", "--gallery-sizes", "500", "1000", "--gallery-queries", "8"]
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("find_benchmark_tool", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_module("find_benchmark_tool", TOOL)
 
 
 @pytest.fixture(scope="module")

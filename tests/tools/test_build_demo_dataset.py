@@ -2,7 +2,6 @@
 annotations agree with each other, and it is deterministic (CPU, a few seconds)."""
 
 import hashlib
-import importlib.util
 import json
 import os
 import pathlib
@@ -16,16 +15,14 @@ from pycocotools.coco import COCO
 
 from find_plugin.d2.datasets import load_karpathy_json, register_find_coco_panoptic, rgb2id
 from find_plugin.d2.datasets.demo_scenes import compose_scene, load_sources
+from tests._util import load_module
 
 _TOOL = pathlib.Path(__file__).resolve().parents[2] / "tools" / "build_demo_dataset.py"
 _SIZES = {"num_train": 6, "num_val": 4, "progress": False}
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("find_build_demo_dataset", _TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_module("find_build_demo_dataset", _TOOL)
 
 
 @pytest.fixture(scope="module")

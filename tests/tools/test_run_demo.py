@@ -2,7 +2,6 @@
 dataset, the untrained evaluation, a few iterations of tools/train_net.py, the evaluation of every
 task, the table, metrics JSON, overlays and loss plot (CPU, about a minute)."""
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -14,15 +13,13 @@ import pytest
 from PIL import Image
 
 from find_plugin.d2.demo_report import DEMO_METRICS, metrics_table
+from tests._util import load_module
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"find_{name}", ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_module(f"find_{name}", ROOT / "tools" / f"{name}.py")
 
 
 @pytest.fixture(scope="module")
