@@ -219,18 +219,27 @@ class FINDInterface(nn.Module):
         levels: FeatureLevels,
         predict,
         mask_rows: torch.Tensor,
+        output_rows: torch.Tensor,
         attention_mask=None,
     ) -> List[Dict[str, torch.Tensor]]:
         """Stage 4: heads on the initial rows, then each layer followed by the heads.
 
         ``predict(content, level) -> (outputs, attn_blocked)`` runs the heads, ``attn_blocked``
         [B, M, h*w] being the masks of the sequence rows ``mask_rows`` [M] at the size of
-        ``level`` (None: the last layer needs none). ``attention_mask(content, level) ->
-        attn_blocked``, when given, replaces ``predict`` before every layer but the last (no
-        per-layer outputs). Returns the outputs of every stage run through ``predict`` (initial
-        rows first)."""
+        ``level`` (None: the last layer needs none); the heads read the sequence rows
+        ``output_rows`` only. ``attention_mask(content, level) -> attn_blocked``, when given,
+        replaces ``predict`` before every layer but the last (no per-layer outputs). Returns the
+        outputs of every stage run through ``predict`` (initial rows first)."""
         content, pos = plan.content, plan.pos
         predictions = []
+        # Rows whose new content is read: after a layer, all but the visual-prompt tokens (reset
+        # at the next layer); after the last layer, the output rows only.
+        rows = plan.layer_rows()
+        keep_last = torch.zeros(plan.layout.length, dtype=torch.bool, device=content.device)
+        keep_last[output_rows] = True
+        if plan.reset_rows is not None and bool((keep_last & plan.reset_rows).any()):
+            raise ValueError("a variable with outputs cannot be reset at every layer")
+        last_rows = plan.layer_rows(keep_last)
 
         def heads(content, i):  # the heads after i layers; their mask feeds layer i
             last = i == self.num_layers
@@ -244,16 +253,15 @@ class FINDInterface(nn.Module):
         for i, layer in enumerate(self.layers):
             lvl = i % self.num_levels
             content, pos = plan.reset(content, pos, lvl)
-            allowed = plan.cross_allowed(lvl, levels.src[lvl].shape[1], mask_rows, blocked)
+            these = last_rows if i == self.num_layers - 1 else rows
+            hw = levels.src[lvl].shape[1]
             content = layer(
                 content,
                 pos,
                 levels.src[lvl],
                 levels.keys[lvl],
-                cross_rows=plan.cross_rows,
-                key_rows=plan.key_rows,
-                cross_allowed=allowed,
-                self_allowed=plan.self_allowed,
+                rows=these,
+                image_allowed=plan.image_allowed(lvl, hw, mask_rows, blocked, these),
                 image_offset=levels.offsets[lvl],
             )
             blocked = heads(content, i + 1)
@@ -314,7 +322,9 @@ class FINDInterface(nn.Module):
             return out_plan.organize(h, bank["current"], self.logit_scale), h["attn_blocked"]
 
         light = None if per_layer else self._attention_masks(attn_features, out_plan)
-        predictions = self.run_layers(plan, levels, predict, out_plan.mask_seq_rows, light)
+        predictions = self.run_layers(
+            plan, levels, predict, out_plan.mask_seq_rows, out_plan.rows, light
+        )
         outputs = predictions[-1]
         if per_layer:
             outputs["aux_outputs"] = predictions[:-1]

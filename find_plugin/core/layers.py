@@ -14,7 +14,7 @@ Re-implements (facts from the papers and code, no code copied):
 """
 
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -27,11 +27,9 @@ class MaskedAttention(nn.Module):
     Shapes: query [B, Nq, C], key/value [B, Nk, C], allowed [B, Nq, Nk] bool -> [B, Nq, C].
     ``offset`` [C] (optional): a vector added to every key and value row, applied after their
     projection (``(x + o) W = x W + o W``: no input gradient for the large ``key``/``value``
-    when only ``offset`` needs one); ``more_keys`` / ``more_values`` [B, Nt, C] (optional):
-    further keys/values (no offset) after ``key``/``value``: ``allowed`` is then [B, Nq, Nk + Nt].
-    When no row is allowed keys of both kinds (every FIND prototype: a row reads image keys or
-    token keys), the two kinds are attended apart and added, which equals one softmax over the
-    concatenation without building it.
+    when only ``offset`` needs one). The steps are also callable apart (:meth:`project_query`,
+    :meth:`project_keys_values`, :meth:`attend`, ``out_proj``), so that a layer can project the
+    queries of several groups of rows at once and attend each group over its own keys.
     """
 
     def __init__(self, *, dim: int, num_heads: int):
@@ -59,35 +57,32 @@ class MaskedAttention(nn.Module):
         allowed: torch.Tensor,
         *,
         offset: Optional[torch.Tensor] = None,
-        more_keys: Optional[torch.Tensor] = None,
-        more_values: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
-        b_q, b_k, b_v = self.in_proj_bias.chunk(3)
-        q = self._split(F.linear(query, w_q, b_q))
-        ob_k, ob_v = b_k, b_v
-        if offset is not None:  # the projected offset joins the bias (one GEMM with bias)
-            ob_k, ob_v = F.linear(offset, w_k, b_k), F.linear(offset, w_v, b_v)
-        k, v = F.linear(key, w_k, ob_k), F.linear(value, w_v, ob_v)
-        if more_keys is None:
-            return self.out_proj(self._attend(q, k, v, allowed))
-        mk, mv = F.linear(more_keys, w_k, b_k), F.linear(more_values, w_v, b_v)
-        n = key.shape[1]
-        first, more = allowed[..., :n], allowed[..., n:]
-        if bool((first.any(-1) & more.any(-1)).any()):  # a row reads both: one softmax
-            return self.out_proj(
-                self._attend(q, torch.cat([k, mk], 1), torch.cat([v, mv], 1), allowed)
-            )
-        # Each row reads one group only: the other group's terms of its softmax are exactly 0,
-        # so two attentions (each zero on the rows without a key in it) add up to the one over
-        # [key ; more_keys], without copying the projected image keys per layer.
-        return self.out_proj(self._attend(q, k, v, first) + self._attend(q, mk, mv, more))
+        k, v = self.project_keys_values(key, value, offset=offset)
+        return self.out_proj(self.attend(self.project_query(query), k, v, allowed))
 
-    def _attend(
+    def project_query(self, query: torch.Tensor) -> torch.Tensor:
+        """[B, Nq, C] -> projected and split [B, h, Nq, C/h]."""
+        d = self.dim
+        return self._split(F.linear(query, self.in_proj_weight[:d], self.in_proj_bias[:d]))
+
+    def project_keys_values(
+        self, key: torch.Tensor, value: torch.Tensor, *, offset: Optional[torch.Tensor] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """key / value [B, Nk, C] (+ ``offset``) -> projected keys and values [B, Nk, C]."""
+        _, w_k, w_v = self.in_proj_weight.chunk(3)
+        _, b_k, b_v = self.in_proj_bias.chunk(3)
+        if offset is not None:  # the projected offset joins the bias (one GEMM with bias)
+            b_k, b_v = F.linear(offset, w_k, b_k), F.linear(offset, w_v, b_v)
+        return F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
+
+    def attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor
     ) -> torch.Tensor:
         """Projected q [B, h, Nq, d] (split), k / v [B, Nk, C] -> [B, Nq, C] before the output
-        projection; 0 on rows with no allowed key."""
+        projection; 0 on rows with no allowed key (and everywhere when Nk = 0)."""
+        if k.shape[1] == 0:
+            return q.new_zeros(q.shape[0], q.shape[2], self.dim)
         k, v = self._split(k), self._split(v)
         has_key = allowed.any(-1)  # [B, Nq]
         # Fully masked rows would give NaN in SDPA: let them attend everything, then zero them.
@@ -163,7 +158,14 @@ def sine_position_encoding(
 class InterfaceLayer(nn.Module):
     """One interface layer: content attention (cross) -> condition attention (self) -> FFN,
     post-norm, dropout 0 (parameter names ``cross_attn``, ``cross_norm``, ``self_attn``,
-    ``self_norm``, ``ffn``)."""
+    ``self_norm``, ``ffn``).
+
+    Each attention runs over the blocks of its mask (:class:`~find_plugin.core.attention_mask.
+    LayerRows`): the image rows over the image keys, every token group over its own token rows,
+    every condition-attention group over its own key rows. Keys outside a row's block are
+    blocked for it, so this is the attention over all keys with the full masks (blocked keys
+    have exactly zero weight), without the work on blocked pairs.
+    """
 
     def __init__(self, *, dim: int, num_heads: int, dim_feedforward: int):
         super().__init__()
@@ -180,39 +182,51 @@ class InterfaceLayer(nn.Module):
         image: torch.Tensor,
         image_keys: torch.Tensor,
         *,
-        cross_rows: torch.Tensor,
-        key_rows: torch.Tensor,
-        cross_allowed: torch.Tensor,
-        self_allowed: torch.Tensor,
+        rows,
+        image_allowed: torch.Tensor,
         image_offset: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """content / pos [B, N, C] (the combined sequence); image [B, hw, C] (this layer's level)
-        and image_keys [B, hw, C] (image + its positional encoding); cross_rows [Nc] long: the
-        rows with a content-attention rule (only they are updated by it); key_rows [Nk] long: the
-        sequence rows some rule reads as token keys; cross_allowed [B, Nc, hw + Nk] bool (image
-        keys first); self_allowed [B, N, N] bool; image_offset [C] (optional): a vector the image
-        keys and values leave out, added after their projection (the level embedding,
+        and image_keys [B, hw, C] (image + its positional encoding); ``rows``
+        (:class:`~find_plugin.core.attention_mask.LayerRows`): which rows each step computes;
+        image_allowed [B, Ni, hw] bool: the image part of the content-attention mask of
+        ``rows.image_rows``; image_offset [C] (optional): a vector the image keys and values
+        leave out, added after their projection (the level embedding,
         :mod:`~find_plugin.core.feature_levels`).
-        Returns the new content [B, N, C]."""
-        # The official model attends image keys and token keys separately; a row reads one kind
-        # only, so one attention over both groups equals it. The groups stay separate tensors:
-        # concatenating the token keys to the image keys would copy the whole level per layer.
+        Returns the new content [B, N, C] (rows outside ``rows`` keep their content)."""
+        # content attention: the image rows over the image, each token group over its tokens
+        ca = self.cross_attn
         q = content + pos
-        token_keys = token_values = None
-        if len(key_rows):  # projected apart from the image keys (MaskedAttention.more_keys)
-            token_keys, token_values = q[:, key_rows], content[:, key_rows]
-        qc, vc = q[:, cross_rows], content[:, cross_rows]
-        attended = self.cross_attn(
-            qc,
-            image_keys,
-            image,
-            cross_allowed,
-            offset=image_offset,
-            more_keys=token_keys,
-            more_values=token_values,
-        )
-        updated = self.cross_norm(vc + attended)
-        content = content.index_copy(1, cross_rows, updated)
+        qc = ca.project_query(q[:, rows.cross_rows])
+        parts, start = [], len(rows.image_rows)
+        if start:
+            k, v = ca.project_keys_values(image_keys, image, offset=image_offset)
+            parts.append(ca.attend(qc[:, :, :start], k, v, image_allowed))
+        for g in rows.token_groups:
+            k, v = ca.project_keys_values(q[:, g.cols], content[:, g.cols])
+            end = start + len(g.rows)
+            parts.append(ca.attend(qc[:, :, start:end], k, v, g.allowed))
+            start = end
+        if parts:
+            attended = ca.out_proj(torch.cat(parts, 1) if len(parts) > 1 else parts[0])
+            updated = self.cross_norm(content[:, rows.cross_rows] + attended)
+            content = content.index_copy(1, rows.cross_rows, updated)
+        # condition attention + FFN of the rows whose new content is read
+        sa = self.self_attn
         q = content + pos
-        content = self.self_norm(content + self.self_attn(q, q, content, self_allowed))
-        return self.ffn(content)
+        x = content if rows.self_rows is None else content[:, rows.self_rows]
+        qs = sa.project_query(x + (pos if rows.self_rows is None else pos[:, rows.self_rows]))
+        if rows.self_keys is None:
+            k, v = sa.project_keys_values(q, content)
+        else:
+            k, v = sa.project_keys_values(q[:, rows.self_keys], content[:, rows.self_keys])
+        if not rows.self_groups:
+            return content
+        parts, start = [], 0
+        for g, at in zip(rows.self_groups, rows.self_key_pos):
+            end = start + len(g.rows)
+            parts.append(sa.attend(qs[:, :, start:end], k[:, at], v[:, at], g.allowed))
+            start = end
+        attended = sa.out_proj(torch.cat(parts, 1) if len(parts) > 1 else parts[0])
+        x = self.ffn(self.self_norm(x + attended))
+        return x if rows.self_rows is None else content.index_copy(1, rows.self_rows, x)

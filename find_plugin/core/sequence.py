@@ -29,9 +29,9 @@ class SequencePlan:
     content: torch.Tensor  # [B, N, C] initial content
     pos: torch.Tensor  # [B, N, C] positional embeddings
     self_allowed: torch.Tensor  # [B, N, N] condition attention
-    cross_rows: torch.Tensor  # [Nc] long
-    key_rows: torch.Tensor  # [Nk] long
-    token_allowed: torch.Tensor  # [B, Nc, Nk] token part of the content attention
+    self_groups: List[am.RowGroup]  # its blocks (condition attention runs over them only)
+    token_groups: List[am.RowGroup]  # blocks of the token part of the content attention
+    image_rows: torch.Tensor  # [Ni] long, the rows whose content attention reads the image
     modes: torch.Tensor  # [N] long, how each row reads the image (attention_mask.MODE_*)
     reset_rows: Optional[torch.Tensor]  # [N] bool rows replaced at every layer, None if none
     reset_content: Optional[List[torch.Tensor]]  # per level [B, N, C]
@@ -45,12 +45,31 @@ class SequencePlan:
         lv, rows = self.reset_content[level], self.reset_rows[None, :, None]
         return torch.where(rows, lv, content), torch.where(rows, lv.detach(), pos)
 
-    def cross_allowed(
-        self, level: int, hw: int, mask_rows: torch.Tensor, mask_blocked: Optional[torch.Tensor]
+    def layer_rows(self, keep: Optional[torch.Tensor] = None) -> am.LayerRows:
+        """What a layer computes when its new content is read at the rows ``keep`` [N] bool
+        only (None: every row that is not reset at the next layer)."""
+        if keep is None and self.reset_rows is not None:
+            keep = ~self.reset_rows
+        return am.layer_rows(
+            self.layout.length,
+            image_rows=self.image_rows,
+            token_groups=self.token_groups,
+            self_groups=self.self_groups,
+            keep=keep,
+        )
+
+    def image_allowed(
+        self,
+        level: int,
+        hw: int,
+        mask_rows: torch.Tensor,
+        mask_blocked: Optional[torch.Tensor],
+        rows: am.LayerRows,
     ) -> torch.Tensor:
-        """[B, Nc, hw + Nk] content-attention mask of a layer reading ``level`` (hw keys);
-        ``mask_blocked`` [B, M, hw]: previous-layer masks of the sequence rows ``mask_rows``."""
-        img = am.image_allowed(
+        """[B, Ni, hw] image part of the content-attention mask of a layer reading ``level`` (hw
+        keys), for ``rows.image_rows``; ``mask_blocked`` [B, M, hw]: previous-layer masks of the
+        sequence rows ``mask_rows``."""
+        return am.image_allowed(
             self.modes,
             hw,
             batch=self.content.shape[0],
@@ -58,8 +77,8 @@ class SequencePlan:
             mask_blocked=mask_blocked,
             memory_rows=self.memory_rows,
             memory_blocked=None if self.memory_blocked is None else self.memory_blocked[level],
+            rows=rows.image_rows,
         )
-        return torch.cat([img[:, self.cross_rows], self.token_allowed], dim=-1)
 
 
 def build_layout(
@@ -147,11 +166,9 @@ def build_sequence(
     """Layout + attention plan of the built variables. ``memory_prev_mask``: (prev_mask, name of
     the task input, for errors) of the variable with ``memory_prev_mask`` attention, if present."""
     layout, content, pos = build_layout(specs, built)
+    self_allowed = am.self_attention_allowed(layout, swaps)
     token_allowed = am.token_cross_allowed(layout)
-    cross_rows = torch.cat([layout.rows(s.name) for s in specs if s.cross is not None])
-    # Only the token rows that some rule reads become keys (next to the image keys).
-    key_rows = torch.nonzero(token_allowed.any(0).any(0)).flatten()
-    token_allowed = token_allowed[:, cross_rows][:, :, key_rows]
+    modes = am.image_modes(layout)
 
     memory_rows, blocked = None, None
     memory = next((s for s in specs if s.cross and s.cross.mode == "memory_prev_mask"), None)
@@ -179,11 +196,11 @@ def build_sequence(
         layout=layout,
         content=content,
         pos=pos,
-        self_allowed=am.self_attention_allowed(layout, swaps),
-        cross_rows=cross_rows,
-        key_rows=key_rows,
-        token_allowed=token_allowed,
-        modes=am.image_modes(layout),
+        self_allowed=self_allowed,
+        self_groups=am.row_groups(layout, am.self_attention_keys(layout, swaps), self_allowed),
+        token_groups=am.row_groups(layout, am.token_attention_keys(layout), token_allowed),
+        image_rows=torch.nonzero(modes != am.MODE_NONE).flatten(),
+        modes=modes,
         reset_rows=reset_rows if has_reset else None,
         reset_content=[torch.cat(x, 1) for x in per_level] if has_reset else None,
         memory_rows=memory_rows,

@@ -157,7 +157,7 @@ def test_core_interface_indexed_attention(tiny, tiny_model):
     tasks["spatial"] = {"pos_masks": [prompts]}
     tiny_model.sampler.max_points = 10**6  # keep every prompt pixel: no random draw
     captured = []
-    hook = tiny_model.layers[0].cross_attn.register_forward_hook(
+    hook = tiny_model.layers[0].cross_attn.out_proj.register_forward_hook(
         lambda m, i, o: captured.append(o.detach().clone())
     )
     try:
@@ -172,11 +172,12 @@ def test_core_interface_indexed_attention(tiny, tiny_model):
     finally:
         hook.remove()
     a, b = captured
-    # content-attention rows: object (nq), image (1), grounding proposals (nq), description
-    # queries (2), segment proposals (nq), spatial queries (2)
+    # content-attention rows (LayerRows.cross_rows): the image readers first, object (nq),
+    # image (1), grounding proposals (nq), segment proposals (nq); then the token readers in
+    # sequence order, description queries (2), spatial queries (2)
     nq = tiny.config["num_queries"]
-    desc1 = 2 * nq + 1 + 1
-    spatial1 = desc1 + 1 + nq + 1
+    desc1 = 3 * nq + 1 + 1
+    spatial1 = desc1 + 2
     changed_rows = torch.nonzero((a - b).abs().amax(-1)[0] > 0).flatten().tolist()
     assert changed_rows == [desc1, spatial1]
 
@@ -374,8 +375,8 @@ def test_core_interface_without_aux_outputs_gives_the_same_outputs(tiny, tiny_mo
             torch.testing.assert_close(light[name], value, atol=1e-5, rtol=1e-5, msg=name)
 
 
-def test_masked_attention_offset_and_more_keys_equal_the_concatenated_inputs():
-    """``offset`` is added to the key/value rows only (not to ``more_keys``), after projection."""
+def test_masked_attention_offset_equals_the_offset_inputs():
+    """``offset`` is added to the key/value rows after their projection."""
     from find_plugin.core.layers import MaskedAttention
 
     g = torch.Generator().manual_seed(0)
@@ -383,11 +384,10 @@ def test_masked_attention_offset_and_more_keys_equal_the_concatenated_inputs():
     with torch.no_grad():
         attn.in_proj_bias.normal_(generator=g)
     q, k, v = (torch.randn(2, n, 16, generator=g) for n in (5, 12, 12))
-    tk, tv = torch.randn(2, 3, 16, generator=g), torch.randn(2, 3, 16, generator=g)
     offset = torch.randn(16, generator=g)
-    allowed = torch.rand(2, 5, 15, generator=g) > 0.3
-    want = attn(q, torch.cat([k + offset, tk], 1), torch.cat([v + offset, tv], 1), allowed)
-    got = attn(q, k, v, allowed, offset=offset, more_keys=tk, more_values=tv)
+    allowed = torch.rand(2, 5, 12, generator=g) > 0.3
+    want = attn(q, k + offset, v + offset, allowed)
+    got = attn(q, k, v, allowed, offset=offset)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 

@@ -1,9 +1,12 @@
-"""``MaskedAttention`` with ``more_keys`` and ``InterfaceLayer``'s content attention: image keys
-and token keys kept apart give what one softmax over the concatenated keys gives."""
+"""``InterfaceLayer`` attends over the blocks of its masks (``attention_mask.LayerRows``): it
+equals the written-out layer over all keys with the full masks on every row it keeps, and
+leaves the other rows alone; the row groups of a real layout cover every allowed pair."""
 
 import torch
 
+from find_plugin.core import attention_mask as am
 from find_plugin.core.layers import InterfaceLayer, MaskedAttention
+from find_plugin.core.prototypes import merge_prototypes
 
 
 def _reference(attn: MaskedAttention, query, key, value, allowed):
@@ -25,73 +28,130 @@ def _reference(attn: MaskedAttention, query, key, value, allowed):
     return attn.out_proj(out)
 
 
-def _groups(b=2, nq=7, n_img=30, n_tok=5, c=16):
-    g = torch.Generator().manual_seed(0)
-    query = torch.randn(b, nq, c, generator=g)
-    img, tok = torch.randn(b, n_img, c, generator=g), torch.randn(b, n_tok, c, generator=g)
-    reads_tokens = torch.tensor([False, True, False, True, True, False, False])
-    img_allowed = torch.rand(b, nq, n_img, generator=g) < 0.6
-    tok_allowed = torch.rand(b, nq, n_tok, generator=g) < 0.6
-    img_allowed &= ~reads_tokens[None, :, None]
-    tok_allowed &= reads_tokens[None, :, None]
-    img_allowed[:, 6] = False  # a row with no key at all
-    return query, img, tok, img_allowed, tok_allowed
+def _group(rows, cols, allowed_full):
+    r, c = torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
+    return am.RowGroup(r, c, allowed_full[:, r][:, :, c])
 
 
-def test_attention_over_key_groups_equals_one_softmax_over_all_keys():
-    torch.manual_seed(0)
-    attn = MaskedAttention(dim=16, num_heads=4)
-    query, img, tok, img_allowed, tok_allowed = _groups()
-    keys, allowed = torch.cat([img, tok], 1), torch.cat([img_allowed, tok_allowed], -1)
-    grouped = attn(query, img, img + 1, allowed, more_keys=tok, more_values=tok + 1)
-    expected = _reference(attn, query, keys, keys + 1, allowed)
-    assert torch.allclose(grouped, expected, atol=1e-5)
-    assert torch.allclose(attn(query, keys, keys + 1, allowed), expected, atol=1e-5)
+def _scene(b=2, n=12, hw=30, c=16):
+    """A sequence of 12 rows: rows 0-4 read the image (row 4 through an empty mask made full),
+    rows 5-6 read tokens 8-10, row 7 reads tokens 11 (padded away: no key), rows 8-11 are tokens.
+    Condition attention: rows 0-4 read 0-4 and 8-9, rows 5-7 read 5-7, tokens read 8-11."""
+    g = torch.Generator().manual_seed(1)
+    content, pos = torch.randn(b, n, c, generator=g), torch.randn(b, n, c, generator=g)
+    image, image_pos = torch.randn(b, hw, c, generator=g), torch.randn(b, hw, c, generator=g)
+    img_allowed = torch.rand(b, 5, hw, generator=g) < 0.6
+    img_allowed[:, 4] = True
+    cross = torch.zeros(b, n, n, dtype=torch.bool)
+    cross[:, 5:7, 8:11] = torch.rand(b, 2, 3, generator=g) < 0.7
+    self_full = torch.zeros(b, n, n, dtype=torch.bool)
+    self_full[:, 0:5, 0:5] = True
+    self_full[:, 0:5, 8:10] = torch.rand(b, 5, 2, generator=g) < 0.7
+    self_full[:, 5:8, 5:8] = True
+    self_full[:, 8:12, 8:12] = True
+    self_full[1, :, 11] = False  # a padded token in image 1
+    token_groups = [_group([5, 6], [8, 9, 10], cross), _group([7], [11], cross)]
+    self_groups = [
+        _group([0, 1, 2, 3, 4], [0, 1, 2, 3, 4, 8, 9], self_full),
+        _group([5, 6, 7], [5, 6, 7], self_full),
+        _group([8, 9, 10, 11], [8, 9, 10, 11], self_full),
+    ]
+    return content, pos, image, image_pos, img_allowed, cross, self_full, token_groups, self_groups
 
 
-def test_interface_layer_reads_tokens_without_concatenating_and_agrees_with_one_softmax():
-    """The layer's grouped path (rows read one kind) and its concatenated path (a row reading
-    both kinds) both equal the written-out attention over [image ; token] keys."""
+def _dense_layer(layer, content, pos, image, image_pos, img_allowed, cross, self_full):
+    """The layer written out over [image ; all rows] and all rows, with the full masks."""
+    b, n, _ = content.shape
+    q = content + pos
+    rows = torch.arange(8)  # rows with a content-attention rule
+    allowed = torch.cat(
+        [
+            torch.cat([img_allowed, torch.zeros(b, 3, img_allowed.shape[-1], dtype=torch.bool)], 1),
+            cross[:, :8],
+        ],
+        -1,
+    )
+    keys, values = torch.cat([image + image_pos, q], 1), torch.cat([image, content], 1)
+    attended = _reference(layer.cross_attn, q[:, rows], keys, values, allowed)
+    c = content.index_copy(1, rows, layer.cross_norm(content[:, rows] + attended))
+    q = c + pos
+    return layer.ffn(layer.self_norm(c + _reference(layer.self_attn, q, q, c, self_full)))
+
+
+def test_interface_layer_over_blocks_equals_the_dense_layer_on_the_rows_it_keeps():
     torch.manual_seed(0)
     layer = InterfaceLayer(dim=16, num_heads=4, dim_feedforward=32).eval()
-    g = torch.Generator().manual_seed(1)
-    content, pos = torch.randn(2, 9, 16, generator=g), torch.randn(2, 9, 16, generator=g)
-    image, image_pos = torch.randn(2, 30, 16, generator=g), torch.randn(2, 30, 16, generator=g)
-    cross_rows, key_rows = torch.tensor([0, 1, 2, 3, 4, 5, 6]), torch.tensor([7, 8])
-    self_allowed = torch.ones(2, 9, 9, dtype=torch.bool)
-    _, _, _, img_allowed, tok_allowed = _groups(n_tok=2)
-    for allowed_img in (img_allowed, img_allowed | tok_allowed.any(-1, keepdim=True)):
-        cross_allowed = torch.cat([allowed_img, tok_allowed], -1)
-        out = layer(
-            content,
-            pos,
-            image,
-            image + image_pos,
-            cross_rows=cross_rows,
-            key_rows=key_rows,
-            cross_allowed=cross_allowed,
-            self_allowed=self_allowed,
+    with torch.no_grad():
+        for p in layer.parameters():  # non-zero biases: rows without keys output the bias
+            p.add_(0.1 * torch.randn_like(p))
+    content, pos, image, image_pos, img_allowed, cross, self_full, tg, sg = _scene()
+    expected = _dense_layer(layer, content, pos, image, image_pos, img_allowed, cross, self_full)
+    image_rows = torch.arange(5)
+    every = am.layer_rows(12, image_rows=image_rows, token_groups=tg, self_groups=sg, keep=None)
+    assert every.self_rows is None and every.self_keys is None
+    out = layer(content, pos, image, image + image_pos, rows=every, image_allowed=img_allowed)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+    # Keep rows 0-4 only (as after the last layer): tokens 8-9 are still read as condition keys,
+    # row 7 and tokens 10-11 are not; the kept rows are unchanged, the others keep their content.
+    keep = torch.zeros(12, dtype=torch.bool)
+    keep[:5] = True
+    some = am.layer_rows(12, image_rows=image_rows, token_groups=tg, self_groups=sg, keep=keep)
+    assert some.self_keys.tolist() == [0, 1, 2, 3, 4, 8, 9]
+    assert some.cross_rows.tolist() == [0, 1, 2, 3, 4]
+    out = layer(content, pos, image, image + image_pos, rows=some, image_allowed=img_allowed)
+    torch.testing.assert_close(out[:, :5], expected[:, :5], atol=1e-5, rtol=1e-5)
+    assert torch.equal(out[:, 5:], content[:, 5:])
+
+
+def test_interface_layer_runs_the_content_attention_its_condition_keys_need():
+    """A kept row reading a token row as a condition key needs that token's content attention:
+    the token's group is kept although the token itself is not."""
+    torch.manual_seed(0)
+    layer = InterfaceLayer(dim=16, num_heads=4, dim_feedforward=32).eval()
+    content, pos, image, image_pos, img_allowed, cross, self_full, tg, sg = _scene()
+    self_full[:, 0:5, 5] = True  # rows 0-4 now also read row 5 (which reads tokens)
+    sg = [_group([0, 1, 2, 3, 4], [0, 1, 2, 3, 4, 5, 8, 9], self_full)] + sg[1:]
+    expected = _dense_layer(layer, content, pos, image, image_pos, img_allowed, cross, self_full)
+    keep = torch.zeros(12, dtype=torch.bool)
+    keep[:5] = True
+    rows = am.layer_rows(12, image_rows=torch.arange(5), token_groups=tg, self_groups=sg, keep=keep)
+    assert rows.cross_rows.tolist() == [0, 1, 2, 3, 4, 5]
+    out = layer(content, pos, image, image + image_pos, rows=rows, image_allowed=img_allowed)
+    torch.testing.assert_close(out[:, :5], expected[:, :5], atol=1e-5, rtol=1e-5)
+
+
+def test_row_groups_cover_every_allowed_pair_of_a_real_layout(monkeypatch):
+    """Every row of a rule is in exactly one group, and the groups' blocks hold every allowed
+    pair of the full masks (so attending over the blocks misses no key), whether small groups
+    are merged (default) or not."""
+    specs = merge_prototypes(["grounding", "spatial", "retrieval", "interleave", "class"])
+    slices, start = {}, 0
+    for k, s in enumerate(specs):
+        slices[s.name] = (start, start + 2 + k % 3)
+        start = slices[s.name][1]
+    g = torch.Generator().manual_seed(0)
+    padding = torch.rand(2, start, generator=g) < 0.1
+    index = torch.randint(-1, 2, (2, start), generator=g)
+    layout = am.SequenceLayout(specs, slices, padding, index, {s.name: True for s in specs})
+    cases = [
+        (slack, keys, full)
+        for slack in (0, am.MERGE_SLACK)
+        for keys, full in (
+            (am.self_attention_keys(layout), am.self_attention_allowed(layout)),
+            (am.token_attention_keys(layout), am.token_cross_allowed(layout)),
         )
-        q = content + pos
-        keys = torch.cat([image + image_pos, q[:, key_rows]], 1)
-        values = torch.cat([image, content[:, key_rows]], 1)
-        attended = _reference(layer.cross_attn, q[:, cross_rows], keys, values, cross_allowed)
-        c = content.index_copy(1, cross_rows, layer.cross_norm(content[:, cross_rows] + attended))
-        q = c + pos
-        expected = layer.ffn(
-            layer.self_norm(c + _reference(layer.self_attn, q, q, c, self_allowed))
-        )
-        assert torch.allclose(out, expected, atol=1e-5)
-
-
-def test_downsample_bilinear_equals_interpolate():
-    """The strided 4-pixel mean used for the attention-mask features equals detectron2's /
-    the official bilinear resize (align_corners=False) for every size, divisible or not."""
-    from torch.nn import functional as F
-
-    from find_plugin.core.feature_levels import downsample_bilinear
-
-    x = torch.randn(2, 5, 48, 64, generator=torch.Generator().manual_seed(0))
-    for size in ((24, 32), (12, 16), (6, 8), (12, 32), (48, 64), (17, 23), (16, 16)):
-        expected = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        assert torch.allclose(downsample_bilinear(x, size), expected, atol=1e-6), size
+    ]
+    for slack, keys, full in cases:
+        monkeypatch.setattr(am, "MERGE_SLACK", slack)
+        groups = am.row_groups(layout, keys, full)
+        rows = torch.cat([gr.rows for gr in groups])
+        expected = torch.cat([layout.rows(name) for name in keys]).sort().values
+        assert torch.equal(rows.sort().values, expected)
+        covered = torch.zeros_like(full)
+        for gr in groups:
+            covered[:, gr.rows[:, None], gr.cols[None, :]] = gr.allowed
+        assert torch.equal(covered, full), "a group misses an allowed pair"
+    monkeypatch.setattr(am, "MERGE_SLACK", 0)
+    keys, full = am.self_attention_keys(layout), am.self_attention_allowed(layout)
+    assert len(am.row_groups(layout, keys, full)) > 5
