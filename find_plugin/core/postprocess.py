@@ -26,6 +26,7 @@ __all__ = [
     "semantic_inference",
     "panoptic_inference",
     "instance_inference",
+    "mask_boxes",
     "grounding_pick",
     "interactive_pick",
     "interleave_pick",
@@ -232,8 +233,9 @@ def instance_inference(
     ``mask_prob``: sigmoid(mask_pred) if already computed.
 
     Returns:
-        dict with ``pred_masks`` [k, H, W] bool, ``scores`` [k], ``pred_classes`` [k] int64 and
-        ``query_indices`` [k] int64, ordered by decreasing class probability (not the final score).
+        dict with ``pred_masks`` [k, H, W] bool, ``pred_boxes`` [k, 4] float (:func:`mask_boxes`),
+        ``scores`` [k], ``pred_classes`` [k] int64 and ``query_indices`` [k] int64, ordered by
+        decreasing class probability (not the final score).
     """
     _check_pair(mask_cls, mask_pred)
     num_q, num_classes = mask_cls.shape[0], mask_cls.shape[1] - 1
@@ -248,19 +250,38 @@ def instance_inference(
         thing = torch.as_tensor(list(is_thing), dtype=torch.bool, device=classes.device)
         keep = thing[classes]
         cls_scores, classes, queries = cls_scores[keep], classes[keep], queries[keep]
-    logits = mask_pred[queries]
+    # A query can head several pairs (one per class): its mask, score and box are computed
+    # once, on the distinct queries, then handed to each of its pairs.
+    distinct, pair_of = torch.unique(queries, return_inverse=True)
+    logits = mask_pred[distinct]
     binary = logits > 0
-    prob = (
-        logits.sigmoid() if mask_prob is None else _sigmoid(mask_pred, mask_prob)[queries]
-    ).flatten(1)
-    area = binary.flatten(1).float()
-    mask_scores = (prob * area).sum(1) / (area.sum(1) + 1e-6)
+    # sigmoid in place of the gathered copy (or the shared probabilities' rows)
+    prob = logits.sigmoid_() if mask_prob is None else _sigmoid(mask_pred, mask_prob)[distinct]
+    area = binary.flatten(1).sum(1).to(prob.dtype)
+    mask_scores = prob.mul_(binary).flatten(1).sum(1) / (area + 1e-6)
     return {
-        "pred_masks": binary,
-        "scores": cls_scores * mask_scores,
+        "pred_masks": binary[pair_of],
+        "pred_boxes": mask_boxes(binary)[pair_of],
+        "scores": cls_scores * mask_scores[pair_of],
         "pred_classes": classes,
         "query_indices": queries,
     }
+
+
+def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """[n, H, W] bool -> [n, 4] float32 boxes (x1, y1, x2, y2) with exclusive right / bottom
+    edges, as detectron2's ``BitMasks.get_bounding_boxes``; zeros for an empty mask."""
+    if masks.dim() != 3 or masks.dtype != torch.bool:
+        raise ValueError(f"masks must be [n, H, W] bool, got {tuple(masks.shape)} {masks.dtype}")
+    n, h, w = masks.shape
+    rows, cols = masks.any(dim=2), masks.any(dim=1)  # [n, H], [n, W]
+    # argmax returns the first maximal index: first True from the start and from the end
+    y0 = rows.to(torch.uint8).argmax(1)
+    x0 = cols.to(torch.uint8).argmax(1)
+    y1 = h - rows.flip(1).to(torch.uint8).argmax(1)
+    x1 = w - cols.flip(1).to(torch.uint8).argmax(1)
+    boxes = torch.stack([x0, y0, x1, y1], 1).to(torch.float32)
+    return boxes * (rows.any(1) & cols.any(1))[:, None].to(torch.float32)
 
 
 def grounding_pick(

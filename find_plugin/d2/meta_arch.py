@@ -29,7 +29,7 @@ import torch
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
-from detectron2.structures import BitMasks, ImageList, Instances
+from detectron2.structures import Boxes, ImageList, Instances
 
 from ..task_model import FINDTaskModel
 from .config import build_find_criterion
@@ -183,7 +183,7 @@ def _find_samples(batched_inputs) -> List[Mapping]:
 def _instances(res: Mapping, output_size) -> Instances:
     inst = Instances(tuple(output_size))
     inst.pred_masks = res["pred_masks"]
-    inst.pred_boxes = BitMasks(res["pred_masks"]).get_bounding_boxes()
+    inst.pred_boxes = Boxes(res["pred_boxes"])
     inst.scores = res["scores"]
     inst.pred_classes = res["pred_classes"]
     return inst

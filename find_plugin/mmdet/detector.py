@@ -51,7 +51,7 @@ from ..tasks.text import resolve_text_model_path, shared_text_encoder
 from .components import build_find_tasks, is_thing_list, resolve_metainfo
 from .panoptic import core_to_mmdet_panoptic
 
-__all__ = ["FINDDetector", "build_language", "masks_to_boxes"]
+__all__ = ["FINDDetector", "build_language"]
 
 #: Outputs of :meth:`FINDTaskModel.predict_tasks` stored as ``pred_<key>`` data fields.
 _PLAIN_OUTPUTS = (
@@ -97,18 +97,6 @@ def build_language(language: Optional[Mapping]):
         keys=("language.path", "language.package"),
     )
     return shared_text_encoder(path, **opts)
-
-
-def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """[n, H, W] bool -> [n, 4] float (x1, y1, x2, y2), exclusive right/bottom edge as
-    detectron2's ``BitMasks.get_bounding_boxes``; zeros for an empty mask."""
-    boxes = torch.zeros(masks.shape[0], 4, dtype=torch.float32, device=masks.device)
-    rows, cols = masks.any(dim=2), masks.any(dim=1)
-    for i in range(masks.shape[0]):
-        y, x = torch.where(rows[i])[0], torch.where(cols[i])[0]
-        if len(y) and len(x):
-            boxes[i] = torch.tensor([x[0], y[0], x[-1] + 1, y[-1] + 1], dtype=torch.float32)
-    return boxes
 
 
 @MODELS.register_module()
@@ -317,12 +305,11 @@ class FINDDetector(FINDTaskModel, BaseDetector):
             ds.pred_sem_seg = PixelData(sem_seg=r["sem_seg"].argmax(0)[None])
         if "instances" in r:
             inst = r["instances"]
-            masks = inst["pred_masks"].bool()
             ds.pred_instances = InstanceData(
-                masks=masks,
+                masks=inst["pred_masks"],
                 scores=inst["scores"],
                 labels=inst["pred_classes"],
-                bboxes=masks_to_boxes(masks),
+                bboxes=inst["pred_boxes"],
             )
         elif "grounding_masks" in r:
             # mmdet's referring segmentation metric (RefSegMetric) reads pred_instances.masks

@@ -244,3 +244,38 @@ def test_shared_mask_probabilities_give_the_same_results():
         torch.testing.assert_close(inst[k], ref[k])
     with pytest.raises(ValueError, match="must be sigmoid"):
         semantic_inference(mask_cls, mask_pred, mask_prob=prob[:, :2])
+
+
+def test_instance_inference_pairs_sharing_a_query_equal_the_written_out_scores():
+    """Pairs of one query share its mask, box and mask score (computed once per query): each
+    pair's score is its class probability times the mean sigmoid inside the query's mask."""
+    g = torch.Generator().manual_seed(3)
+    mask_cls, mask_pred = torch.randn(5, 7, generator=g) * 2, torch.randn(5, 9, 11, generator=g)
+    mask_pred[2] = -1.0  # an empty mask: score 0, box zeros
+    res = instance_inference(mask_cls, mask_pred, top_k=20)
+    probs = mask_cls.softmax(-1)[:, :-1]
+    assert len(set(res["query_indices"].tolist())) < 20  # queries do repeat
+    for i, (q, c) in enumerate(zip(res["query_indices"], res["pred_classes"])):
+        binary = mask_pred[q] > 0
+        inside = torch.sigmoid(mask_pred[q])[binary].sum() / (binary.sum() + 1e-6)
+        assert torch.equal(res["pred_masks"][i], binary)
+        torch.testing.assert_close(res["scores"][i], probs[q, c] * inside)
+        ys, xs = torch.nonzero(binary, as_tuple=True)
+        box = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] if len(xs) else [0, 0, 0, 0]
+        assert res["pred_boxes"][i].tolist() == [float(v) for v in box]
+
+
+def test_mask_boxes_equal_detectron2_bitmasks():
+    from detectron2.structures import BitMasks
+
+    from find_plugin.core.postprocess import mask_boxes
+
+    g = torch.Generator().manual_seed(0)
+    masks = torch.rand(6, 13, 17, generator=g) > 0.93
+    masks[0] = False
+    masks[1, 12, 16] = True
+    masks[2] = False
+    masks[2, 0, 0] = True
+    assert torch.equal(mask_boxes(masks), BitMasks(masks).get_bounding_boxes().tensor)
+    with pytest.raises(ValueError, match="bool"):
+        mask_boxes(masks.float())

@@ -74,7 +74,16 @@ class ConvNorm(nn.Conv2d):
             nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = super().forward(x)
+        if self.kernel_size == (1, 1) and x.device.type == "cpu":
+            # A 1x1 convolution is a product over channels: on CPU one GEMM is faster than
+            # oneDNN's NCHW 1x1 convolution (the 96 -> 512 lateral at stride 4 takes 2/3 of it)
+            b, c, h, w = x.shape
+            x = torch.matmul(self.weight.view(self.out_channels, c), x.reshape(b, c, h * w))
+            x = x.view(b, self.out_channels, h, w)
+            if self.bias is not None:
+                x = x + self.bias.view(1, -1, 1, 1)
+        else:
+            x = super().forward(x)
         if self.norm is not None:
             x = self.norm(x)
         return F.relu(x) if self.relu else x
