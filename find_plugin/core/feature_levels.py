@@ -54,9 +54,9 @@ class FeatureLevels:
 
     ``maps[l]`` [B, C, h_l, w_l]: projected features + level embedding (sampled by the sampler);
     ``src[l]`` [B, h_l*w_l, C]: the same, flattened (content-attention keys/values);
-    ``pos[l]`` [B, h_l*w_l, C]: sine positional encoding;
-    ``keys[l]`` [B, h_l*w_l, C]: ``src + pos``, the content-attention keys (added once per pass,
-    shared by the layers reading level l);
+    ``keys[l]`` [B, h_l*w_l, C]: ``src`` + the sine positional encoding, the content-attention
+    keys (added once per pass, shared by the layers reading level l; the encoding itself is not
+    kept);
     ``sizes[l]`` (h_l, w_l);
     ``offsets[l]``: None, or the level embedding [C] that ``src[l]`` and ``keys[l]`` leave out
     (added after the key/value projections, see the module docstring).
@@ -64,7 +64,6 @@ class FeatureLevels:
 
     maps: List[torch.Tensor]
     src: List[torch.Tensor]
-    pos: List[torch.Tensor]
     keys: List[torch.Tensor]
     sizes: List[Tuple[int, int]]
     offsets: List[Optional[torch.Tensor]]
@@ -110,7 +109,7 @@ def prepare_levels(
     hidden_dim: int,
 ) -> FeatureLevels:
     """features[l] [B, in_channels, h_l, w_l] -> :class:`FeatureLevels` (official order above)."""
-    maps, src, pos, keys, sizes, offsets = [], [], [], [], [], []
+    maps, src, keys, sizes, offsets = [], [], [], [], []
     for lvl, x in enumerate(features):
         proj = input_proj[lvl](x)
         embed = level_embed.weight[lvl]
@@ -121,10 +120,9 @@ def prepare_levels(
         src.append((proj if split else f).flatten(2).transpose(1, 2))
         offsets.append(embed if split else None)
         pe = sine_position_encoding(f, num_pos_feats=hidden_dim // 2)
-        pos.append(pe.flatten(2).transpose(1, 2))
-        keys.append(src[-1] + pos[-1])
+        keys.append(src[-1] + pe.flatten(2).transpose(1, 2))
         sizes.append(tuple(f.shape[-2:]))
-    return FeatureLevels(maps, src, pos, keys, sizes, offsets)
+    return FeatureLevels(maps, src, keys, sizes, offsets)
 
 
 def downsample_bilinear(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

@@ -257,7 +257,8 @@ def instance_inference(
     binary = logits > 0
     # sigmoid in place of the gathered copy (or the shared probabilities' rows)
     prob = logits.sigmoid_() if mask_prob is None else _sigmoid(mask_pred, mask_prob)[distinct]
-    area = binary.flatten(1).sum(1).to(prob.dtype)
+    # pixel counts summed as bytes (exact below 2**31 pixels; a bool sum widens every pixel)
+    area = binary.flatten(1).view(torch.uint8).sum(1, dtype=torch.int32).to(prob.dtype)
     mask_scores = prob.mul_(binary).flatten(1).sum(1) / (area + 1e-6)
     return {
         "pred_masks": binary[pair_of],

@@ -32,6 +32,7 @@ from torch import nn
 
 from ...core.layers import sine_position_encoding
 from .freezing import FrozenTrainMixin, freeze_
+from .winograd import conv3x3
 
 __all__ = ["TransformerEncoderPixelDecoder", "normalize_input_shape"]
 
@@ -68,6 +69,7 @@ class ConvNorm(nn.Conv2d):
         super().__init__(in_ch, out_ch, kernel_size, padding=kernel_size // 2, bias=norm is None)
         self.norm = norm
         self.relu = relu
+        self._plain_3x3 = kernel_size == 3  # stride 1, padding 1, no dilation, one group
         # Caffe2-style "xavier" fill used by detectron2's FPNs.
         nn.init.kaiming_uniform_(self.weight, a=1)
         if self.bias is not None:
@@ -82,6 +84,8 @@ class ConvNorm(nn.Conv2d):
             x = x.view(b, self.out_channels, h, w)
             if self.bias is not None:
                 x = x + self.bias.view(1, -1, 1, 1)
+        elif self._plain_3x3:
+            x = conv3x3(x, self.weight, self.bias)  # Winograd on CPU where it pays
         else:
             x = super().forward(x)
         if self.norm is not None:
@@ -226,9 +230,7 @@ class TransformerEncoderPixelDecoder(FrozenTrainMixin, nn.Module):
             out = ConvNorm(conv_dim, conv_dim, 3, norm=_make_norm(norm, conv_dim), relu=True)
             self.add_module(f"adapter_{idx + 1}", lat)
             self.add_module(f"layer_{idx + 1}", out)
-        self.mask_features = nn.Conv2d(conv_dim, mask_dim, 3, padding=1)
-        nn.init.kaiming_uniform_(self.mask_features.weight, a=1)
-        nn.init.zeros_(self.mask_features.bias)
+        self.mask_features = ConvNorm(conv_dim, mask_dim, 3, norm=None, relu=False)
         self.input_proj = nn.Conv2d(shapes[-1][1], conv_dim, 1)
         nn.init.kaiming_uniform_(self.input_proj.weight, a=1)
         nn.init.zeros_(self.input_proj.bias)
