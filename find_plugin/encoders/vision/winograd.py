@@ -50,9 +50,12 @@ def _transform_weight(weight: torch.Tensor) -> List[torch.Tensor]:
     return out
 
 
-def _transform_input(d0, d1, d2, d3):
-    """One direction of ``B^T d B``: four strided slices -> four transformed ones."""
-    return d0 - d2, d1 + d2, d2 - d1, d1 - d3
+def _transform_input(d: List[torch.Tensor], out: torch.Tensor) -> None:
+    """One direction of ``B^T d B``: four strided slices -> ``out[0..3]``."""
+    torch.sub(d[0], d[2], out=out[0])
+    torch.add(d[1], d[2], out=out[1])
+    torch.sub(d[2], d[1], out=out[2])
+    torch.sub(d[1], d[3], out=out[3])
 
 
 def winograd_conv3x3(
@@ -68,29 +71,34 @@ def winograd_conv3x3(
             f"{tuple(x.shape)} and weight {tuple(weight.shape)}"
         )
     th, tw = h // 2, w // 2
-    u = _transform_weight(weight)
+    u = torch.stack(_transform_weight(weight))[:, None]  # [16, 1, O, C]
     xp = F.pad(x, (1, 1, 1, 1))
     out = x.new_empty(b, o, h, w)
     band = max(1, BAND_TILES // tw)
+    bufs = {}
     for s in range(0, th, band):
         n = min(th, s + band) - s
-        seg = xp[:, :, 2 * s : 2 * (s + n) + 2]  # the 2n + 2 padded input rows of the band
-        rows = _transform_input(*(seg[:, :, k : k + 2 * n : 2] for k in range(4)))
-        m = []  # the 16 products, [B, O, n * tw] each, row-major over the 4x4 tile
-        for r in rows:
-            cols = _transform_input(*(r[..., k : k + 2 * tw : 2] for k in range(4)))
-            for v in cols:
-                m.append(torch.matmul(u[len(m)], v.reshape(b, c, n * tw)))
-        # A^T M A: first over the tile rows, then over the tile columns
-        for i, r in enumerate(
-            (
-                [m[j] + m[4 + j] + m[8 + j] for j in range(4)],
-                [m[4 + j] - m[8 + j] - m[12 + j] for j in range(4)],
+        if n not in bufs:  # one set of buffers per band height (at most two)
+            bufs[n] = (
+                x.new_empty(4, b, c, n, w + 2),  # rows transformed
+                x.new_empty(16, b, c, n, tw),  # tiles transformed, row-major over the 4x4 tile
+                x.new_empty(16, b, o, n * tw),  # the 16 products
+                x.new_empty(2, 4, b, o, n * tw),  # A^T over the tile rows
             )
-        ):
-            band_rows = out[:, :, 2 * s + i : 2 * (s + n) : 2]
-            band_rows[..., 0::2] = (r[0] + r[1] + r[2]).view(b, o, n, tw)
-            band_rows[..., 1::2] = (r[1] - r[2] - r[3]).view(b, o, n, tw)
+        rows, tiles, prod, half = bufs[n]
+        seg = xp[:, :, 2 * s : 2 * (s + n) + 2]  # the 2n + 2 padded input rows of the band
+        _transform_input([seg[:, :, k : k + 2 * n : 2] for k in range(4)], rows)
+        for i in range(4):
+            _transform_input([rows[i][..., k : k + 2 * tw : 2] for k in range(4)], tiles[4 * i :])
+        torch.matmul(u, tiles.view(16, b, c, n * tw), out=prod)
+        m = prod.view(4, 4, b, o, n * tw)  # [tile row, tile column, ...]
+        torch.add(m[0], m[1], out=half[0]).add_(m[2])
+        torch.sub(m[1], m[2], out=half[1]).sub_(m[3])
+        for i in range(2):  # A^T over the tile columns, written to the output's 2x2 phases
+            r = half[i]
+            phase = out[:, :, 2 * s + i : 2 * (s + n) : 2]
+            phase[..., 0::2] = (r[0] + r[1] + r[2]).view(b, o, n, tw)
+            phase[..., 1::2] = (r[1] - r[2] - r[3]).view(b, o, n, tw)
     if bias is not None:
         out += bias.view(1, -1, 1, 1)
     return out
