@@ -9,14 +9,16 @@ Official order (``prepare_vision_features`` of the FIND decoder), per level l:
 3. ``pos_l = sine(x_l)``: the 2-D sine encoding, which depends only on the map's size, so taking it
    of the projected or of the raw map is the same.
 
-When the projected features carry no gradient (frozen vision side, identity ``input_proj``) but
-autograd is recording (training), the layers' keys/values are kept without the level embedding
-and get it after their projection: ``(proj + e) W = proj W + e W``. The big [hw, C] x [C, C]
-products then need no input gradient in the backward pass (only the [C] level embedding does),
-for the same values up to float rounding.
+Unless autograd has to reach the projected features (a trainable vision side), the layers'
+keys/values are kept without the level embedding and get it after their projection:
+``(proj + e) W = proj W + e W``, for the same values up to float rounding. In training (frozen
+vision side) the big [hw, C] x [C, C] products then need no input gradient in the backward pass
+(only the [C] level embedding does); in inference the values are the projected features
+themselves (with an identity ``input_proj``, the pixel decoder's maps: no copy), and
+``proj + e`` is made only if the visual-prompt sampler reads it (:attr:`FeatureLevels.maps`).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -52,8 +54,10 @@ def build_input_proj(
 class FeatureLevels:
     """The image features of every level, ready for the layers and the visual-prompt sampler.
 
-    ``maps[l]`` [B, C, h_l, w_l]: projected features + level embedding (sampled by the sampler);
-    ``src[l]`` [B, h_l*w_l, C]: the same, flattened (content-attention keys/values);
+    ``proj[l]`` [B, C, h_l, w_l]: the projected features; ``embeds[l]`` [C]: the level embedding;
+    :attr:`maps` ``[l]`` [B, C, h_l, w_l]: their sum (sampled by the sampler; made on first use);
+    ``src[l]`` [B, h_l*w_l, C]: the content-attention values, flattened: ``proj + e``, or
+    ``proj`` alone when ``offsets[l]`` is set;
     ``keys[l]`` [B, h_l*w_l, C]: ``src`` + the sine positional encoding, the content-attention
     keys (added once per pass, shared by the layers reading level l; the encoding itself is not
     kept);
@@ -62,19 +66,28 @@ class FeatureLevels:
     (added after the key/value projections, see the module docstring).
     """
 
-    maps: List[torch.Tensor]
+    proj: List[torch.Tensor]
+    embeds: List[torch.Tensor]
     src: List[torch.Tensor]
     keys: List[torch.Tensor]
     sizes: List[Tuple[int, int]]
     offsets: List[Optional[torch.Tensor]]
+    _maps: Optional[List[torch.Tensor]] = field(default=None, repr=False)
+
+    @property
+    def maps(self) -> List[torch.Tensor]:
+        """Per level ``proj + level embedding`` [B, C, h_l, w_l] (made once, on first use)."""
+        if self._maps is None:
+            self._maps = [p + e[None, :, None, None] for p, e in zip(self.proj, self.embeds)]
+        return self._maps
 
     @property
     def batch_size(self) -> int:
-        return self.maps[0].shape[0]
+        return self.proj[0].shape[0]
 
     @property
     def device(self) -> torch.device:
-        return self.maps[0].device
+        return self.proj[0].device
 
 
 def check_features(
@@ -109,20 +122,30 @@ def prepare_levels(
     hidden_dim: int,
 ) -> FeatureLevels:
     """features[l] [B, in_channels, h_l, w_l] -> :class:`FeatureLevels` (official order above)."""
-    maps, src, keys, sizes, offsets = [], [], [], [], []
+    projs, embeds, src, keys, sizes, offsets, made = [], [], [], [], [], [], []
     for lvl, x in enumerate(features):
         proj = input_proj[lvl](x)
         embed = level_embed.weight[lvl]
-        f = proj + embed[None, :, None, None]
-        maps.append(f)
-        # split only where it saves the input gradient of the layers' projections (module doc)
-        split = torch.is_grad_enabled() and embed.requires_grad and not proj.requires_grad
-        src.append((proj if split else f).flatten(2).transpose(1, 2))
+        projs.append(proj)
+        embeds.append(embed)
+        # the level embedding after the projections unless autograd must reach proj (module doc)
+        split = not (torch.is_grad_enabled() and proj.requires_grad)
+        if split:
+            values = proj
+        else:
+            values = proj + embed[None, :, None, None]
+            made.append(values)
+        src.append(values.flatten(2).transpose(1, 2))
         offsets.append(embed if split else None)
-        pe = sine_position_encoding(f, num_pos_feats=hidden_dim // 2)
+        pe = sine_position_encoding(proj, num_pos_feats=hidden_dim // 2)
         keys.append(src[-1] + pe.flatten(2).transpose(1, 2))
-        sizes.append(tuple(f.shape[-2:]))
-    return FeatureLevels(maps, src, keys, sizes, offsets)
+        sizes.append(tuple(proj.shape[-2:]))
+    maps = made if len(made) == len(projs) else None  # else made on first use
+    return FeatureLevels(projs, embeds, src, keys, sizes, offsets, maps)
+
+
+# channels per group in :func:`downsample_bilinear`
+DOWNSAMPLE_CHANNELS = 128
 
 
 def downsample_bilinear(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -143,7 +166,13 @@ def downsample_bilinear(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         return F.interpolate(x, size=(oh, ow), mode="bilinear", align_corners=False)
     r0, c0 = fh // 2 - 1, fw // 2 - 1
     # rows first (two whole-row reads per output row), then column pairs of the half-size sum:
-    # twice as fast as four pixel-strided reads
-    rows = x.unflatten(-2, (oh, fh))[..., r0 : r0 + 2, :]  # [..., oh, 2, W]
-    pairs = (rows[..., 0, :] + rows[..., 1, :]).unflatten(-1, (ow, fw))[..., c0 : c0 + 2]
-    return (pairs[..., 0] + pairs[..., 1]) * 0.25
+    # twice as fast as four pixel-strided reads; by groups of channels, so that the row sums
+    # (twice the output's size) never exist for all channels at once
+    out = x.new_empty(*x.shape[:-2], oh, ow)
+    for c in range(0, x.shape[-3], DOWNSAMPLE_CHANNELS):
+        rows = x[..., c : c + DOWNSAMPLE_CHANNELS, :, :].unflatten(-2, (oh, fh))[
+            ..., r0 : r0 + 2, :
+        ]
+        pairs = (rows[..., 0, :] + rows[..., 1, :]).unflatten(-1, (ow, fw))[..., c0 : c0 + 2]
+        torch.add(pairs[..., 0], pairs[..., 1], out=out[..., c : c + DOWNSAMPLE_CHANNELS, :, :])
+    return out.mul_(0.25)
