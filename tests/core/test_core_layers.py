@@ -157,14 +157,23 @@ def test_row_groups_cover_every_allowed_pair_of_a_real_layout(monkeypatch):
     assert len(am.row_groups(layout, keys, full)) > 5
 
 
-def test_downsample_bilinear_equals_interpolate():
+def test_downsample_bilinear_equals_interpolate(monkeypatch):
     """The strided 4-pixel mean used for the attention-mask features equals detectron2's /
     the official bilinear resize (align_corners=False) for every size, divisible or not."""
     from torch.nn import functional as F
 
     from find_plugin.core.feature_levels import downsample_bilinear
 
+    from find_plugin.core import feature_levels
+
     x = torch.randn(2, 5, 48, 64, generator=torch.Generator().manual_seed(0))
     for size in ((24, 32), (12, 16), (6, 8), (12, 32), (48, 64), (17, 23), (16, 16)):
         expected = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         assert torch.allclose(downsample_bilinear(x, size), expected, atol=1e-6), size
+    # by groups of channels (2 + 2 + 1 here), and with autograd (a trainable pixel decoder)
+    monkeypatch.setattr(feature_levels, "DOWNSAMPLE_CHANNELS", 2)
+    expected = F.interpolate(x, size=(12, 16), mode="bilinear", align_corners=False)
+    assert torch.allclose(downsample_bilinear(x, (12, 16)), expected, atol=1e-6)
+    x.requires_grad_(True)
+    downsample_bilinear(x, (12, 16)).sum().backward()
+    assert x.grad is not None
