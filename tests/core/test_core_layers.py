@@ -162,9 +162,8 @@ def test_downsample_bilinear_equals_interpolate(monkeypatch):
     the official bilinear resize (align_corners=False) for every size, divisible or not."""
     from torch.nn import functional as F
 
-    from find_plugin.core.feature_levels import downsample_bilinear
-
     from find_plugin.core import feature_levels
+    from find_plugin.core.feature_levels import downsample_bilinear
 
     x = torch.randn(2, 5, 48, 64, generator=torch.Generator().manual_seed(0))
     for size in ((24, 32), (12, 16), (6, 8), (12, 32), (48, 64), (17, 23), (16, 16)):
