@@ -103,7 +103,9 @@ class FocalModulation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[-1]
-        x = self.f(x).permute(0, 3, 1, 2).contiguous()
+        # channels-last views ([B, C, H, W] over NHWC memory): the depthwise convolutions and
+        # the 1x1 ``h`` run in that layout, and the result needs no copy back to NHWC
+        x = self.f(x).permute(0, 3, 1, 2)
         q, ctx, gates = torch.split(x, (c, c, self.focal_level + 1), dim=1)
         ctx_all = 0
         for level, layer in enumerate(self.focal_layers):

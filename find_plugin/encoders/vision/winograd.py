@@ -12,8 +12,8 @@ each of the 16 products is a matrix product [out, in] x [in, tiles]: 16/36 = 4/9
 convolution's multiply-adds, which on a CPU are the whole cost of the pixel decoder's two
 512-channel convolutions at stride 4 (~120 GFLOP each for a 640x640 image). The transforms are
 additions and halvings only; the results equal the direct convolution up to float rounding
-(a few 1e-6 relative). The tiles are processed in bands of rows, so the transformed tiles of
-one band (16 x in x band tiles) are all the extra memory.
+(a few 1e-6 relative). The tiles are processed in bands of rows (each padded on its own), so the
+transformed tiles of one band (16 x in x band tiles) are all the extra memory.
 
 :func:`conv3x3` uses it where it pays and is exact to float rounding: CPU, float32, no autograd,
 at least :data:`MIN_CHANNELS` channels in and out, even height and width; otherwise
@@ -72,7 +72,6 @@ def winograd_conv3x3(
         )
     th, tw = h // 2, w // 2
     u = torch.stack(_transform_weight(weight))[:, None]  # [16, 1, O, C]
-    xp = F.pad(x, (1, 1, 1, 1))
     out = x.new_empty(b, o, h, w)
     band = max(1, BAND_TILES // tw)
     bufs = {}
@@ -86,7 +85,10 @@ def winograd_conv3x3(
                 x.new_empty(2, 4, b, o, n * tw),  # A^T over the tile rows
             )
         rows, tiles, prod, half = bufs[n]
-        seg = xp[:, :, 2 * s : 2 * (s + n) + 2]  # the 2n + 2 padded input rows of the band
+        # the band's 2n + 2 input rows (2s - 1 .. 2(s + n)), zero-padded where outside the map
+        r0, r1 = 2 * s - 1, 2 * (s + n) + 1
+        top, bottom = max(r0, 0), min(r1, h)
+        seg = F.pad(x[:, :, top:bottom], (1, 1, top - r0, r1 - bottom))
         _transform_input([seg[:, :, k : k + 2 * n : 2] for k in range(4)], rows)
         for i in range(4):
             _transform_input([rows[i][..., k : k + 2 * tw : 2] for k in range(4)], tiles[4 * i :])
