@@ -248,17 +248,17 @@ class LayerRows:
     its update: visual-prompt tokens are replaced at the next layer, and after the last layer
     only the output rows are read).
 
-    ``image_rows`` [Ni]: rows whose content attention reads the image level; ``image_select``:
-    their positions among the plan's image rows (None = all of them); ``token_groups``: rows whose
-    content attention reads token rows; ``cross_rows`` [Nc] = image rows then the token groups'
-    rows (the rows content attention updates, in that order); ``self_groups``: condition
-    attention (their rows also get the FFN); ``self_rows`` [Ns]: their rows in group order (None
-    = every row, in sequence order); ``self_keys`` [Nk]: the rows they read as keys, sorted (None
-    = every row); ``self_key_pos``: per group, its ``cols`` as positions in ``self_keys`` (a
-    slice where they are consecutive)."""
+    ``image_rows`` [Ni]: rows whose content attention reads the image level;
+    ``token_groups``: rows whose content attention reads token rows;
+    ``cross_rows`` [Nc]: image rows then the token groups' rows (the rows content attention
+    updates, in that order);
+    ``self_groups``: condition attention (their rows also get the FFN);
+    ``self_rows`` [Ns]: their rows in group order (None = every row, in sequence order);
+    ``self_keys`` [Nk]: the rows they read as keys, sorted (None = every row);
+    ``self_key_pos``: per group, its ``cols`` as positions in ``self_keys`` (a slice where they
+    are consecutive)."""
 
     image_rows: torch.Tensor
-    image_select: Optional[torch.Tensor]
     token_groups: List[RowGroup]
     cross_rows: torch.Tensor
     self_groups: List[RowGroup]
@@ -294,16 +294,15 @@ def layer_rows(
     if len(keys) == n:
         keys = None
     if keep is None:
-        cross_keep, tg, img, img_sel = None, token_groups, image_rows, None
+        tg, img = token_groups, image_rows
     else:
         cross_keep = keep.clone()
         cross_keep[everything if keys is None else keys] = True
         tg = [g for g in (g.select(cross_keep) for g in token_groups) if g is not None]
-        sel = cross_keep[image_rows]
-        img, img_sel = image_rows[sel], (None if bool(sel.all()) else sel.nonzero().flatten())
+        img = image_rows[cross_keep[image_rows]]
     cross_rows = torch.cat([img] + [g.rows for g in tg])
     key_pos = [_positions(g.cols, keys) for g in sg]
-    return LayerRows(img, img_sel, tg, cross_rows, sg, self_rows, keys, key_pos)
+    return LayerRows(img, tg, cross_rows, sg, self_rows, keys, key_pos)
 
 
 def _positions(cols: torch.Tensor, keys: Optional[torch.Tensor]):

@@ -212,16 +212,13 @@ class InterfaceLayer(nn.Module):
             updated = self.cross_norm(content[:, rows.cross_rows] + attended)
             content = content.index_copy(1, rows.cross_rows, updated)
         # condition attention + FFN of the rows whose new content is read
-        sa = self.self_attn
-        q = content + pos
-        x = content if rows.self_rows is None else content[:, rows.self_rows]
-        qs = sa.project_query(x + (pos if rows.self_rows is None else pos[:, rows.self_rows]))
-        if rows.self_keys is None:
-            k, v = sa.project_keys_values(q, content)
-        else:
-            k, v = sa.project_keys_values(q[:, rows.self_keys], content[:, rows.self_keys])
         if not rows.self_groups:
             return content
+        sa = self.self_attn
+        q = content + pos
+        x = _take(content, rows.self_rows)
+        qs = sa.project_query(_take(q, rows.self_rows))
+        k, v = sa.project_keys_values(_take(q, rows.self_keys), _take(content, rows.self_keys))
         parts, start = [], 0
         for g, at in zip(rows.self_groups, rows.self_key_pos):
             end = start + len(g.rows)
@@ -230,3 +227,8 @@ class InterfaceLayer(nn.Module):
         attended = sa.out_proj(torch.cat(parts, 1) if len(parts) > 1 else parts[0])
         x = self.ffn(self.self_norm(x + attended))
         return x if rows.self_rows is None else content.index_copy(1, rows.self_rows, x)
+
+
+def _take(x: torch.Tensor, rows: Optional[torch.Tensor]) -> torch.Tensor:
+    """The sequence rows ``rows`` of x [B, N, C] (None = all, without a copy)."""
+    return x if rows is None else x[:, rows]

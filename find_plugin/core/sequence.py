@@ -28,8 +28,7 @@ class SequencePlan:
     layout: am.SequenceLayout
     content: torch.Tensor  # [B, N, C] initial content
     pos: torch.Tensor  # [B, N, C] positional embeddings
-    self_allowed: torch.Tensor  # [B, N, N] condition attention
-    self_groups: List[am.RowGroup]  # its blocks (condition attention runs over them only)
+    self_groups: List[am.RowGroup]  # blocks of the condition attention (it runs over them only)
     token_groups: List[am.RowGroup]  # blocks of the token part of the content attention
     image_rows: torch.Tensor  # [Ni] long, the rows whose content attention reads the image
     modes: torch.Tensor  # [N] long, how each row reads the image (attention_mask.MODE_*)
@@ -196,7 +195,6 @@ def build_sequence(
         layout=layout,
         content=content,
         pos=pos,
-        self_allowed=self_allowed,
         self_groups=am.row_groups(layout, am.self_attention_keys(layout, swaps), self_allowed),
         token_groups=am.row_groups(layout, am.token_attention_keys(layout), token_allowed),
         image_rows=torch.nonzero(modes != am.MODE_NONE).flatten(),

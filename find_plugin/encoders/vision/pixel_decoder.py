@@ -69,7 +69,6 @@ class ConvNorm(nn.Conv2d):
         super().__init__(in_ch, out_ch, kernel_size, padding=kernel_size // 2, bias=norm is None)
         self.norm = norm
         self.relu = relu
-        self._plain_3x3 = kernel_size == 3  # stride 1, padding 1, no dilation, one group
         # Caffe2-style "xavier" fill used by detectron2's FPNs.
         nn.init.kaiming_uniform_(self.weight, a=1)
         if self.bias is not None:
@@ -84,7 +83,7 @@ class ConvNorm(nn.Conv2d):
             x = x.view(b, self.out_channels, h, w)
             if self.bias is not None:
                 x = x + self.bias.view(1, -1, 1, 1)
-        elif self._plain_3x3:
+        elif self.kernel_size == (3, 3):  # stride 1, padding 1 (ConvNorm's only 3x3 form)
             x = conv3x3(x, self.weight, self.bias)  # Winograd on CPU where it pays
         else:
             x = super().forward(x)
