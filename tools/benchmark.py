@@ -9,9 +9,12 @@ side with another checkout.
     python tools/benchmark.py --device cuda --dtype bfloat16 --only interface
 
 Every figure is one call, repeated ``--repeat`` times after ``--warmup`` calls; the table gives
-the median and the range (min-max) of the wall-clock time and the median working memory (CPU:
-peak RSS over the call minus RSS before it; CUDA: ``max_memory_allocated`` minus the allocation
-before it). The workloads are described in ``tools/benchmark_workloads.py``.
+the median and the range (min-max) of the wall-clock time, and the median working memory of
+``--memory-calls`` further calls made for it (CPU: peak RSS over the call minus RSS before it,
+freed heap memory given back first; CUDA: ``max_memory_allocated`` minus the allocation before
+it). Memory is measured on calls of its own because giving the heap back makes the next call
+fault its whole working set in again, which repeated calls do not pay. The workloads are
+described in ``tools/benchmark_workloads.py``.
 
 ``--baseline DIR`` runs the same figures from the checkout DIR (e.g. ``git worktree add
 /tmp/base <commit>``): both sides run in their own worker process (``PYTHONPATH`` = their
@@ -52,6 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gallery-queries", type=int, default=None, help="recall queries (100)")
     p.add_argument("--repeat", type=int, default=None, help="timed calls per figure (5; quick 1)")
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument(
+        "--memory-calls", type=int, default=1, help="untimed calls for working memory (1)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
@@ -68,6 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.gallery_queries = args.gallery_queries or (20 if quick else 100)
     args.repeat = args.repeat or (1 if quick else 5)
     args.device = args.device or "cpu"
+    if args.memory_calls < 1:
+        p.error(f"--memory-calls must be at least 1, got {args.memory_calls}")
     if args.size % 32:
         p.error(f"--size must be a multiple of 32, got {args.size}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -119,6 +127,8 @@ def _serve(w, cmd: str, figure: Optional[str]) -> dict:
             return {"ok": True, "facts": w.setup(figure)}
         if cmd == "call":
             return {"ok": True, **w.call(figure)}
+        if cmd == "measure":
+            return {"ok": True, **w.measure(figure)}
         if cmd == "release":
             w.release(figure)
             return {"ok": True}
@@ -186,15 +196,16 @@ def worker_main(args) -> int:
 # ---------------------------------------------------------------------------------------------
 # driver
 # ---------------------------------------------------------------------------------------------
-def _summary(calls: List[dict]) -> dict:
+def _summary(calls: List[dict], probes: List[dict]) -> dict:
     times = [c["time_s"] for c in calls]
     return {
         "time_s": statistics.median(times),
         "cpu_s": statistics.median(c["cpu_s"] for c in calls),
         "time_min_s": min(times),
         "time_max_s": max(times),
-        "mem_mb": statistics.median(c["mem_mb"] for c in calls),
+        "mem_mb": statistics.median(p["mem_mb"] for p in probes),
         "calls": len(calls),
+        "memory_calls": len(probes),
     }
 
 
@@ -214,11 +225,15 @@ def run_figure(figure: str, sides, args) -> dict:
     for _ in range(args.repeat):  # alternate: one call of each side per round
         for side in live:
             res[side.name]["calls"].append(side.request("call", figure))
+    probes = {side.name: [] for side in live}
+    for _ in range(args.memory_calls):  # after the timed calls: their trim would slow those
+        for side in live:
+            probes[side.name].append(side.request("measure", figure))
     for side in live:
         side.request("release", figure)
         calls = res[side.name].pop("calls")
         res[side.name].update(
-            _summary(calls),
+            _summary(calls, probes[side.name]),
             raw_times_s=[c["time_s"] for c in calls],
             raw_cpu_s=[c["cpu_s"] for c in calls],
         )
@@ -329,6 +344,7 @@ def main(argv=None) -> int:
                 "threads",
                 "warmup",
                 "repeat",
+                "memory_calls",
                 "train_batch",
                 "gallery_sizes",
                 "gallery_queries",
