@@ -61,9 +61,15 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .mask_logits import MaskLogits, as_mask_logits
+from .mask_logits import FactoredMasks, MaskLogits, RowBatch, as_mask_logits, make_rows
 from .matcher import HungarianMatcher, MatchIndices
-from .point_losses import RandFn, dice_loss, sample_mask_points, sigmoid_bce_loss
+from .point_losses import (
+    RandFn,
+    dice_loss,
+    draw_point_candidates,
+    sample_mask_points,
+    sigmoid_bce_loss,
+)
 from .retrieval import fine_grained_loss, itc_loss
 from .similarity import grounding_logits, interleave_logits, spatial_logits
 
@@ -200,13 +206,16 @@ class FINDCriterion(nn.Module):
             aux = list(outputs.get("aux_outputs", []))
             # official order: the deepest aux layer first (draw order and dict order)
             layers += [(f"_{i}", out) for i, out in reversed(list(enumerate(aux)))]
+        # the matched rows of every layer are made after all layers, in one product per image
+        # (RowBatch); their losses wait for them (_PendingTerms), their draws do not
+        batch = RowBatch()
         result = {}
         for suffix, out in layers:
             for name, value in self.layer_losses(
-                out, targets, logit_scale, num_masks, rows, rand_fn
+                out, targets, logit_scale, num_masks, rows, rand_fn, batch
             ).items():
-                result[f"loss_{name}{suffix}"] = value * self.weights[name]
-        return result
+                result[f"loss_{name}{suffix}"] = (name, value)
+        return {key: _resolve(value) * self.weights[name] for key, (name, value) in result.items()}
 
     def _item_rows(self, outputs, targets) -> Dict[str, List[torch.Tensor]]:
         """Per active per-item group: for each image, the indices of its real query rows."""
@@ -237,11 +246,14 @@ class FINDCriterion(nn.Module):
         return rows
 
     def layer_losses(
-        self, outputs, targets, logit_scale, num_masks, rows, rand_fn=None
+        self, outputs, targets, logit_scale, num_masks, rows, rand_fn=None, batch=None
     ) -> Dict[str, torch.Tensor]:
         """Unweighted losses of one prediction layer; ``rows`` from :meth:`_item_rows`.
 
-        Groups run in the official order (it fixes the order of the random draws).
+        Groups run in the official order (it fixes the order of the random draws). With a
+        :class:`~find_plugin.core.mask_logits.RowBatch` ``batch``, the point-sampled mask terms of
+        factored masks are pending (:func:`_resolve` gives their values once the batch's rows can
+        be made); without one, every value is a tensor.
         """
         out = {}
         if "labels" in self.losses or "masks" in self.losses:
@@ -254,18 +266,22 @@ class FINDCriterion(nn.Module):
             if "labels" in self.losses:
                 out["mask_ce"] = self.loss_labels(outputs, targets, indices)
             if "masks" in self.losses:
-                out.update(self.loss_masks(outputs, targets, indices, num_masks, rand_fn))
+                out.update(self.loss_masks(outputs, targets, indices, num_masks, rand_fn, batch))
         if "spatials" in self.losses:
-            out.update(self.loss_spatials(outputs, targets, rows["spatials"], rand_fn))
+            out.update(self.loss_spatials(outputs, targets, rows["spatials"], rand_fn, batch))
         if "groundings" in self.losses:
             out.update(
-                self.loss_groundings(outputs, targets, logit_scale, rows["groundings"], rand_fn)
+                self.loss_groundings(
+                    outputs, targets, logit_scale, rows["groundings"], rand_fn, batch
+                )
             )
         if "retrievals" in self.losses:
             out["retrieval_decoder"] = self.loss_retrievals(outputs, targets, logit_scale)
         if "interleaves" in self.losses:
             out.update(
-                self.loss_interleaves(outputs, targets, logit_scale, rows["interleaves"], rand_fn)
+                self.loss_interleaves(
+                    outputs, targets, logit_scale, rows["interleaves"], rand_fn, batch
+                )
             )
         return out
 
@@ -286,16 +302,16 @@ class FINDCriterion(nn.Module):
         return F.cross_entropy(logits.transpose(1, 2), target_classes, weight)
 
     def loss_masks(
-        self, outputs, targets, indices, num_masks, rand_fn=None
+        self, outputs, targets, indices, num_masks, rand_fn=None, batch=None
     ) -> Dict[str, torch.Tensor]:
         pred = _masks(outputs, "pred_masks")
-        src = _gather_pred(pred, indices)
+        picks = [(b, src) for b, (src, _) in enumerate(indices)]
         tgt = _gather_tgt([_get(t, "masks", b) for b, t in enumerate(targets)], indices, pred)
-        return self._mask_terms("mask", pred, src, tgt, num_masks, rand_fn)
+        return self._mask_terms("mask", pred, picks, tgt, num_masks, rand_fn, batch)
 
     # ------------------------------------------------------------------ grounding
     def loss_groundings(
-        self, outputs, targets, logit_scale, rows, rand_fn=None
+        self, outputs, targets, logit_scale, rows, rand_fn=None, batch=None
     ) -> Dict[str, torch.Tensor]:
         gmasks = _masks(outputs, "pred_gmasks")
         gtexts = _get(outputs, "pred_gtexts")
@@ -311,9 +327,10 @@ class FINDCriterion(nn.Module):
         indices = self.grounding_matcher.match_by_logits(
             [lg.detach() for lg in logits], gmasks.detach(), tmasks, rand_fn
         )
-        src = _gather_pred(gmasks, indices)
+        picks = [(b, src) for b, (src, _) in enumerate(indices)]
         tgt = _gather_tgt(tmasks, indices, gmasks)
-        out = self._mask_terms("grounding", gmasks, src, tgt, max(len(src), 1), rand_fn)
+        num = max(len(tgt), 1)
+        out = self._mask_terms("grounding", gmasks, picks, tgt, num, rand_fn, batch)
         ce_terms = []
         for b, (lg, (si, ti)) in enumerate(zip(logits, indices)):
             if lg.shape[1] == 0:
@@ -341,7 +358,9 @@ class FINDCriterion(nn.Module):
         return out
 
     # ------------------------------------------------------------------ interactive
-    def loss_spatials(self, outputs, targets, rows, rand_fn=None) -> Dict[str, torch.Tensor]:
+    def loss_spatials(
+        self, outputs, targets, rows, rand_fn=None, batch=None
+    ) -> Dict[str, torch.Tensor]:
         smasks = _masks(outputs, "pred_smasks")
         embs = _get(outputs, "pred_smaskembs")
         queries = _get(outputs, "pred_pspatials")
@@ -355,11 +374,12 @@ class FINDCriterion(nn.Module):
             tmasks,
             zero_of=(embs, queries),
             rand_fn=rand_fn,
+            batch=batch,
         )
 
     # ------------------------------------------------------------------ interleave
     def loss_interleaves(
-        self, outputs, targets, logit_scale, rows, rand_fn=None
+        self, outputs, targets, logit_scale, rows, rand_fn=None, batch=None
     ) -> Dict[str, torch.Tensor]:
         imasks = _masks(outputs, "pred_imasks")
         im_emb, ent_pix = _get(outputs, "pred_imaskembs"), _get(outputs, "pred_entity_pixel")
@@ -381,6 +401,7 @@ class FINDCriterion(nn.Module):
             tmasks,
             zero_of=(ent_pix, ent_cls),
             rand_fn=rand_fn,
+            batch=batch,
         )
         # Unlike the official code (which returns 0 for everything when no entity mask is
         # positive), the image<->sentence contrastive term does not depend on masks and is kept.
@@ -406,7 +427,9 @@ class FINDCriterion(nn.Module):
         return loss + self.fine_grained_weight * fine
 
     # ------------------------------------------------------------------ shared pieces
-    def _prompted_terms(self, prefix, matcher, pred_masks, logits, tmasks, zero_of, rand_fn=None):
+    def _prompted_terms(
+        self, prefix, matcher, pred_masks, logits, tmasks, zero_of, rand_fn=None, batch=None
+    ):
         """CE over proposals + mask losses for spatial / interleave (empty GT items skipped)."""
         if not any(bool(m.any()) for m in tmasks):
             # no positive GT pixel in the batch: every item would be skipped; no matching (and no
@@ -416,7 +439,7 @@ class FINDCriterion(nn.Module):
         indices = matcher.match_by_logits(
             [lg.detach() for lg in logits], pred_masks.detach(), tmasks, rand_fn
         )
-        ce_rows, ce_targets, src_list, tgt_list = [], [], [], []
+        ce_rows, ce_targets, picks, tgt_list = [], [], [], []
         for b, (si, ti) in enumerate(indices):
             if len(ti) == 0:
                 continue
@@ -425,7 +448,7 @@ class FINDCriterion(nn.Module):
             si, ti = si[keep], ti[keep]
             ce_rows.append(logits[b].t()[ti])  # [n_kept, Q]: one distribution over proposals each
             ce_targets.append(si)
-            src_list.append(pred_masks.rows(b, si))
+            picks.append((b, si))
             tgt_list.append(tm[ti])
         num = sum(len(s) for s in ce_targets)
         if num == 0:
@@ -436,30 +459,73 @@ class FINDCriterion(nn.Module):
         onehot[torch.arange(len(rows), device=rows.device), torch.cat(ce_targets)] = 1.0
         # soft-target form of the CE (same value as F.cross_entropy, and bitwise the official sum)
         ce = torch.sum(-onehot * F.log_softmax(rows, dim=-1), dim=-1).mean()
-        src = torch.cat(src_list)
         tgt = torch.cat(tgt_list)
-        out = self._mask_terms(prefix, pred_masks, src, tgt, num, rand_fn)
+        out = self._mask_terms(prefix, pred_masks, picks, tgt, num, rand_fn, batch)
         out[f"{prefix}_ce"] = ce
         return out
 
     def _mask_terms(
-        self, prefix, pred_all, src, tgt, num_masks, rand_fn=None
-    ) -> Dict[str, torch.Tensor]:
-        if src.shape[0] == 0:
+        self, prefix, pred_all, picks, tgt, num_masks, rand_fn=None, batch=None
+    ) -> Dict[str, object]:
+        """BCE and dice of the rows ``picks`` of ``pred_all`` against ``tgt`` [R, H, W] at the
+        importance-sampled points. The points are drawn now (draw order); with a ``batch`` and
+        factored masks the rows are requested from it and the two values are pending."""
+        if sum(len(index) for _, index in picks) == 0:
             zero = _zero(pred_all.anchor())
             return {f"{prefix}_bce": zero, f"{prefix}_dice": zero}
-        logits, labels = sample_mask_points(
-            src.float(),
-            tgt,
+        sampling = dict(
             num_points=self.num_points,
             oversample_ratio=self.oversample_ratio,
             importance_sample_ratio=self.importance_sample_ratio,
-            rand_fn=rand_fn,
         )
-        return {
-            f"{prefix}_bce": sigmoid_bce_loss(logits, labels, num_masks),
-            f"{prefix}_dice": dice_loss(logits, labels, num_masks),
-        }
+        terms = _PendingTerms(prefix, tgt, num_masks, sampling)
+        if self.num_points is not None:
+            terms.draws = draw_point_candidates(
+                len(tgt), rand_fn=rand_fn, device=pred_all.device, **sampling
+            )
+        if batch is not None and isinstance(pred_all, FactoredMasks):
+            terms.rows = (batch, batch.request(pred_all, picks))
+            return terms.pending()
+        terms.rows = make_rows(pred_all, picks)
+        return terms.values()
+
+
+class _PendingTerms:
+    """The BCE and dice terms of one set of matched rows; computed when the rows exist."""
+
+    def __init__(self, prefix, tgt, num_masks, sampling):
+        self.prefix, self.tgt, self.num_masks, self.sampling = prefix, tgt, num_masks, sampling
+        self.draws = None
+        self.rows = None  # [R, h, w], or (RowBatch, handle)
+        self._values = None
+
+    def values(self) -> Dict[str, torch.Tensor]:
+        if self._values is None:
+            rows = self.rows
+            if isinstance(rows, tuple):
+                rows = rows[0].get(rows[1])
+            logits, labels = sample_mask_points(
+                rows.float(), self.tgt, draws=self.draws, **self.sampling
+            )
+            self._values = {
+                f"{self.prefix}_bce": sigmoid_bce_loss(logits, labels, self.num_masks),
+                f"{self.prefix}_dice": dice_loss(logits, labels, self.num_masks),
+            }
+        return self._values
+
+    def pending(self) -> Dict[str, "_Pending"]:
+        return {key: _Pending(self, key) for key in (f"{self.prefix}_bce", f"{self.prefix}_dice")}
+
+
+class _Pending:
+    """One value of :class:`_PendingTerms` (see :func:`_resolve`)."""
+
+    def __init__(self, terms: _PendingTerms, key: str):
+        self.terms, self.key = terms, key
+
+
+def _resolve(value) -> torch.Tensor:
+    return value.terms.values()[value.key] if isinstance(value, _Pending) else value
 
 
 # ---------------------------------------------------------------------- helpers
@@ -483,14 +549,6 @@ def _masks(outputs: Mapping, key: str) -> MaskLogits:
             _get(outputs, key)  # the KeyError naming the keys
         return outputs.mask_logits(key)
     return as_mask_logits(_get(outputs, key), key)
-
-
-def _gather_pred(pred: MaskLogits, indices: Sequence[MatchIndices]) -> torch.Tensor:
-    """Matched rows of every image at full resolution: [n, h, w] (only those rows are made)."""
-    parts = [pred.rows(b, src) for b, (src, _) in enumerate(indices)]
-    if parts:
-        return torch.cat(parts)
-    return torch.zeros((0,) + pred.size, dtype=pred.dtype, device=pred.device)
 
 
 def _gather_tgt(masks: Sequence[torch.Tensor], indices, like: MaskLogits) -> torch.Tensor:

@@ -20,13 +20,22 @@ dense outputs always used, so the numbers read are the same as before).
 """
 
 from collections.abc import MutableMapping
-from typing import Dict, Iterator, Mapping, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
 from .point_losses import point_sample, point_sample_vectors
 
-__all__ = ["DenseMasks", "FactoredMasks", "LayerOutputs", "MaskLogits", "as_mask_logits"]
+__all__ = [
+    "DenseMasks",
+    "FactoredMasks",
+    "LayerOutputs",
+    "MaskLogits",
+    "RowBatch",
+    "RowPicks",
+    "as_mask_logits",
+    "make_rows",
+]
 
 
 class DenseMasks:
@@ -131,6 +140,76 @@ def as_mask_logits(value, name: str = "pred_masks") -> MaskLogits:
         f"{name}: expected a [B, Q, h, w] tensor, DenseMasks or FactoredMasks, got "
         f"{type(value).__name__}"
     )
+
+
+#: Rows of mask logits to make at full resolution: (image b, row indices [R_b]) in output order.
+RowPicks = Sequence[Tuple[int, torch.Tensor]]
+
+
+def make_rows(pred: MaskLogits, picks: RowPicks) -> torch.Tensor:
+    """The rows ``picks`` of ``pred`` at full resolution, concatenated: [sum R_b, h, w]."""
+    parts = [pred.rows(b, index) for b, index in picks]
+    if parts:
+        return torch.cat(parts)
+    return torch.zeros((0,) + pred.size, dtype=pred.dtype, device=pred.device)
+
+
+class RowBatch:
+    """Full-resolution rows of several factored mask outputs, made together.
+
+    The criterion makes the matched rows of every layer (a few each) at full resolution; one by
+    one, each is a [R, C] x [C, h*w] product with R ~ 3 that streams the whole mask features
+    through memory (and again in the backward pass). Collected here, the rows of every request
+    over the same features are made with one product per image, then split back. The values
+    are those of :func:`make_rows` up to float rounding.
+    """
+
+    def __init__(self):
+        self._requests: List[Tuple[FactoredMasks, RowPicks]] = []
+        self._made: Optional[List[torch.Tensor]] = None
+
+    def request(self, pred: FactoredMasks, picks: RowPicks) -> int:
+        """Ask for ``make_rows(pred, picks)``; returns the handle to read it with :meth:`get`."""
+        if self._made is not None:
+            raise RuntimeError("RowBatch: rows were already made; no more requests")
+        self._requests.append((pred, [(int(b), index) for b, index in picks]))
+        return len(self._requests) - 1
+
+    def get(self, handle: int) -> torch.Tensor:
+        """The rows of request ``handle`` (all requests are made on the first call)."""
+        if self._made is None:
+            self._made = self._make()
+        return self._made[handle]
+
+    def _make(self) -> List[torch.Tensor]:
+        parts: List[Dict[int, torch.Tensor]] = [{} for _ in self._requests]
+        groups: Dict[int, List[int]] = {}  # requests over the same features tensor
+        for i, (pred, _) in enumerate(self._requests):
+            groups.setdefault(id(pred.features), []).append(i)
+        for members in groups.values():
+            features = self._requests[members[0]][0].features
+            for b in sorted({b for i in members for b, _ in self._requests[i][1]}):
+                owners, embeds = [], []
+                for i in members:
+                    pred, picks = self._requests[i]
+                    for k, (pb, index) in enumerate(picks):
+                        if pb == b and len(index):
+                            owners.append((i, k, len(index)))
+                            embeds.append(pred.embed[b, index])
+                if not embeds:
+                    continue
+                rows = torch.einsum("rc,chw->rhw", torch.cat(embeds), features[b])
+                for (i, k, _), piece in zip(owners, rows.split([n for *_, n in owners])):
+                    parts[i][k] = piece
+        made = []
+        for i, (pred, picks) in enumerate(self._requests):
+            got = [parts[i][k] for k in range(len(picks)) if k in parts[i]]
+            made.append(
+                torch.cat(got)
+                if got
+                else torch.zeros((0,) + pred.size, dtype=pred.dtype, device=pred.device)
+            )
+        return made
 
 
 class _Lazy:

@@ -14,7 +14,7 @@ Re-implements (facts from the papers and code, no code copied):
   (github.com/facebookresearch/detectron2, projects/PointRend).
 """
 
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,9 @@ __all__ = [
     "point_sample_vectors",
     "grid_points",
     "uncertainty",
+    "draw_point_candidates",
+    "PointDraws",
+    "pick_uncertain_points",
     "uncertain_point_coords",
     "sample_mask_points",
     "dice_loss",
@@ -100,6 +103,58 @@ def uncertainty(logits: torch.Tensor) -> torch.Tensor:
     return -logits.abs()
 
 
+def draw_point_candidates(
+    num_masks: int,
+    *,
+    num_points: int,
+    oversample_ratio: float,
+    importance_sample_ratio: float,
+    rand_fn: Optional[RandFn] = None,
+    device=None,
+    dtype=torch.float32,
+) -> "PointDraws":
+    """The uniform draws of :func:`uncertain_point_coords` for ``num_masks`` masks, in the official
+    order: the [R, num_points * oversample_ratio, 2] candidates, then the [R, num_points - kept, 2]
+    fill-up points (None when every point is importance-sampled). They do not depend on the
+    logits, so a caller may draw them now and read the logits later (the criterion makes the
+    matched rows of every layer in one product, after all draws)."""
+    if oversample_ratio < 1 or not 0 <= importance_sample_ratio <= 1:
+        raise ValueError(
+            "oversample_ratio must be >= 1 and importance_sample_ratio in [0, 1], got "
+            f"{oversample_ratio}, {importance_sample_ratio}"
+        )
+    rand_fn = torch.rand if rand_fn is None else rand_fn
+    num_sampled = int(num_points * oversample_ratio)
+    candidates = rand_fn((num_masks, num_sampled, 2), device=device, dtype=dtype)
+    num_uncertain = int(importance_sample_ratio * num_points)
+    fill = None
+    if num_points > num_uncertain:
+        fill = rand_fn((num_masks, num_points - num_uncertain, 2), device=device, dtype=dtype)
+    return PointDraws(candidates, fill, num_uncertain)
+
+
+class PointDraws(NamedTuple):
+    """Uniform draws of the importance sampling (:func:`draw_point_candidates`)."""
+
+    candidates: torch.Tensor  # [R, S, 2]
+    fill: Optional[torch.Tensor]  # [R, F, 2] or None
+    num_uncertain: int  # candidates kept per mask
+
+
+def pick_uncertain_points(
+    logits: torch.Tensor,
+    draws: PointDraws,
+    *,
+    uncertainty_fn: Callable[[torch.Tensor], torch.Tensor] = uncertainty,
+) -> torch.Tensor:
+    """Keep the ``draws.num_uncertain`` most uncertain candidates of ``logits`` [R, 1, h, w] and
+    append the fill-up points: [R, num_points, 2]."""
+    point_unc = uncertainty_fn(point_sample(logits, draws.candidates))[:, 0]  # [R, S]
+    idx = torch.topk(point_unc, k=draws.num_uncertain, dim=1).indices  # [R, num_uncertain]
+    picked = torch.gather(draws.candidates, 1, idx.unsqueeze(-1).expand(-1, -1, 2))
+    return picked if draws.fill is None else torch.cat([picked, draws.fill], dim=1)
+
+
 def uncertain_point_coords(
     logits: torch.Tensor,
     *,
@@ -119,28 +174,20 @@ def uncertain_point_coords(
         logits: [R, 1, h, w] mask logits.
         rand_fn: source of the uniform draws (default :func:`torch.rand`); called twice, for the
             [R, num_points * oversample_ratio, 2] candidates then the [R, num_points - kept, 2]
-            fill-up points (the official order).
+            fill-up points (the official order; :func:`draw_point_candidates`).
     Returns:
         [R, num_points, 2] normalised (x, y) coordinates.
     """
-    if oversample_ratio < 1 or not 0 <= importance_sample_ratio <= 1:
-        raise ValueError(
-            "oversample_ratio must be >= 1 and importance_sample_ratio in [0, 1], got "
-            f"{oversample_ratio}, {importance_sample_ratio}"
-        )
-    rand_fn = torch.rand if rand_fn is None else rand_fn
-    num_masks = logits.shape[0]
-    num_sampled = int(num_points * oversample_ratio)
-    coords = rand_fn((num_masks, num_sampled, 2), device=logits.device, dtype=logits.dtype)
-    point_unc = uncertainty_fn(point_sample(logits, coords))[:, 0]  # [R, num_sampled]
-    num_uncertain = int(importance_sample_ratio * num_points)
-    num_random = num_points - num_uncertain
-    idx = torch.topk(point_unc, k=num_uncertain, dim=1).indices  # [R, num_uncertain]
-    picked = torch.gather(coords, 1, idx.unsqueeze(-1).expand(-1, -1, 2))
-    if num_random > 0:
-        extra = rand_fn((num_masks, num_random, 2), device=logits.device, dtype=logits.dtype)
-        picked = torch.cat([picked, extra], dim=1)
-    return picked
+    draws = draw_point_candidates(
+        logits.shape[0],
+        num_points=num_points,
+        oversample_ratio=oversample_ratio,
+        importance_sample_ratio=importance_sample_ratio,
+        rand_fn=rand_fn,
+        device=logits.device,
+        dtype=logits.dtype,
+    )
+    return pick_uncertain_points(logits, draws, uncertainty_fn=uncertainty_fn)
 
 
 def sample_mask_points(
@@ -151,6 +198,7 @@ def sample_mask_points(
     oversample_ratio: float,
     importance_sample_ratio: float,
     rand_fn: Optional[RandFn] = None,
+    draws: Optional["PointDraws"] = None,
 ):
     """Read matched predictions and targets at the same points for the mask losses.
 
@@ -160,6 +208,8 @@ def sample_mask_points(
         num_points: number of importance-sampled points; ``None`` = every pixel centre of the
             prediction grid (deterministic, used by small tests).
         rand_fn: source of the uniform draws, see :func:`uncertain_point_coords`.
+        draws: the points drawn earlier by :func:`draw_point_candidates` (then ``rand_fn`` is
+            not called).
     Returns:
         (point_logits [R, P], point_labels [R, P]).
     """
@@ -169,6 +219,8 @@ def sample_mask_points(
         if num_points is None:
             coords = grid_points(src.shape[-2], src.shape[-1], device=src.device, dtype=src.dtype)
             coords = coords.unsqueeze(0).expand(src.shape[0], -1, -1)
+        elif draws is not None:
+            coords = pick_uncertain_points(src.detach(), draws)
         else:
             coords = uncertain_point_coords(
                 src.detach(),

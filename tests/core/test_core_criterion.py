@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from find_plugin.core.criterion import DEFAULT_WEIGHTS, LOSS_GROUPS, FINDCriterion
 from find_plugin.core.point_losses import (
     dice_loss,
+    draw_point_candidates,
     grid_points,
+    pick_uncertain_points,
     point_sample,
     sample_mask_points,
     sigmoid_bce_loss,
@@ -56,6 +58,41 @@ def test_uncertain_points_concentrate_on_boundary():
     assert coords.shape == (1, 100, 2)
     x = coords[0, :75, 0]  # the importance-sampled part comes first
     assert (x - 0.5).abs().mean() < (coords[0, 75:, 0] - 0.5).abs().mean()
+
+
+def test_point_draws_are_the_draws_of_uncertain_point_coords():
+    """Drawn ahead (the criterion draws in order, makes the rows later), the points picked are
+    those of drawing while sampling: candidates first, then the fill-up points."""
+    logits = torch.randn(3, 1, 16, 16)
+    shapes = []
+
+    def recording(seed):
+        g = torch.Generator().manual_seed(seed)
+
+        def draw(shape, **kw):
+            shapes.append(tuple(shape))
+            return torch.rand(shape, generator=g, **kw)
+
+        return draw
+
+    kw = dict(num_points=40, oversample_ratio=3, importance_sample_ratio=0.75)
+    g = torch.Generator().manual_seed(
+        0
+    )  # written out: 120 candidates, the 30 most uncertain, 10 more
+    cand, fill = torch.rand(3, 120, 2, generator=g), torch.rand(3, 10, 2, generator=g)
+    unc = -F.grid_sample(logits, (2 * cand - 1)[:, :, None], align_corners=False)[:, 0, :, 0].abs()
+    top = unc.topk(30, dim=1).indices
+    expect = torch.cat([torch.stack([c[i] for c, i in zip(cand, top)]), fill], 1)
+    direct = uncertain_point_coords(logits, rand_fn=recording(0), **kw)
+    draws = draw_point_candidates(3, rand_fn=recording(0), **kw)
+    assert shapes == [(3, 120, 2), (3, 10, 2)] * 2
+    assert draws.num_uncertain == 30
+    torch.testing.assert_close(direct, expect, rtol=0, atol=0)
+    torch.testing.assert_close(pick_uncertain_points(logits, draws), expect, rtol=0, atol=0)
+    tgt = (torch.rand(3, 32, 32) > 0.5).float()
+    logits2, labels = sample_mask_points(logits[:, 0], tgt, draws=draws, **kw)
+    torch.testing.assert_close(logits2, point_sample(logits, expect)[:, 0])
+    torch.testing.assert_close(labels, point_sample(tgt[:, None], expect)[:, 0])
 
 
 def test_sample_mask_points_full_grid():

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from find_plugin.core.criterion import FINDCriterion
-from find_plugin.core.mask_logits import DenseMasks, FactoredMasks, LayerOutputs
+from find_plugin.core.mask_logits import DenseMasks, FactoredMasks, LayerOutputs, RowBatch
 from find_plugin.core.matcher import HungarianMatcher
 from find_plugin.core.point_losses import grid_points, point_sample, point_sample_vectors
 
@@ -196,3 +196,31 @@ def test_layer_outputs_mapping():
         out.mask_logits("zz")
     with pytest.raises(ValueError, match="embed"):
         FactoredMasks(embed, features[:, :3])
+
+
+def test_row_batch_makes_each_request_as_written_out():
+    """Requests of several layers over shared features (and one over other features) are made
+    together and split back: each equals its own rows, image by image, written out."""
+    g = torch.Generator().manual_seed(5)
+    features = torch.randn(B, C, H, W, generator=g)
+    other = torch.randn(B, C, H, W, generator=g)
+    layers = [torch.randn(B, Q, C, generator=g) for _ in range(3)]
+    requests = [
+        (FactoredMasks(layers[0], features), [(0, torch.tensor([4, 1])), (1, torch.tensor([0]))]),
+        (FactoredMasks(layers[1], features), [(0, torch.tensor([], dtype=torch.long))]),
+        (
+            FactoredMasks(layers[2], features),
+            [(1, torch.tensor([5, 2, 2])), (0, torch.tensor([3]))],
+        ),
+        (FactoredMasks(layers[0], other), [(1, torch.tensor([1]))]),
+    ]
+    batch = RowBatch()
+    handles = [batch.request(pred, picks) for pred, picks in requests]
+    for handle, (pred, picks) in zip(handles, requests):
+        expect = [
+            (pred.embed[b, i] @ pred.features[b].reshape(C, H * W)).reshape(-1, H, W)
+            for b, i in picks
+        ]
+        torch.testing.assert_close(batch.get(handle), torch.cat(expect), **TOL)
+    with pytest.raises(RuntimeError, match="already made"):
+        batch.request(*requests[0])
