@@ -183,7 +183,7 @@ class FINDInterface(nn.Module):
         ctx = InputContext(
             batch_size=levels.batch_size,
             device=levels.device,
-            level_features=levels.maps,
+            levels=levels,
             generator=generator,
         )
         built = build_variables(self, specs, declarers, tasks, ctx)

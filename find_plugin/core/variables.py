@@ -44,7 +44,7 @@ Re-implements (facts from the papers and code, no code copied):
 """
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +52,9 @@ import torch.nn.functional as F
 from .conventions import NO_ITEM, no_item
 from .registry import NameRegistry
 from .sampler import sample_prompts
+
+if TYPE_CHECKING:
+    from .feature_levels import FeatureLevels
 
 
 @dataclass
@@ -69,14 +72,19 @@ class VariableRows:
 
 @dataclass
 class InputContext:
-    """What a builder may read besides the task inputs. ``level_features[l]`` [B, C, h, w] are the
-    projected features + level embedding; ``built`` the variables built so far (by name)."""
+    """What a builder may read besides the task inputs. :attr:`level_features` ``[l]`` [B, C, h, w]
+    are the projected features + level embedding (made on first read: only the visual-prompt
+    builders read them); ``built`` the variables built so far (by name)."""
 
     batch_size: int
     device: torch.device
-    level_features: Sequence[torch.Tensor]
+    levels: "FeatureLevels"
     generator: Optional[torch.Generator] = None
     built: Dict[str, VariableRows] = field(default_factory=dict)
+
+    @property
+    def level_features(self) -> Sequence[torch.Tensor]:
+        return self.levels.maps
 
 
 Builder = Callable[..., Optional[VariableRows]]
