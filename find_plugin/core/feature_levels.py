@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import sine_position_encoding
+from .layers import add_sine_position_encoding
 
 
 def c2_xavier_fill(module: nn.Module) -> nn.Module:
@@ -119,7 +119,6 @@ def prepare_levels(
     *,
     input_proj: nn.ModuleList,
     level_embed: nn.Embedding,
-    hidden_dim: int,
 ) -> FeatureLevels:
     """features[l] [B, in_channels, h_l, w_l] -> :class:`FeatureLevels` (official order above)."""
     projs, embeds, src, keys, sizes, offsets, made = [], [], [], [], [], [], []
@@ -137,8 +136,7 @@ def prepare_levels(
             made.append(values)
         src.append(values.flatten(2).transpose(1, 2))
         offsets.append(embed if split else None)
-        pe = sine_position_encoding(proj, num_pos_feats=hidden_dim // 2)
-        keys.append(src[-1] + pe.flatten(2).transpose(1, 2))
+        keys.append(add_sine_position_encoding(values).flatten(2).transpose(1, 2))
         sizes.append(tuple(proj.shape[-2:]))
     maps = made if len(made) == len(projs) else None  # else made on first use
     return FeatureLevels(projs, embeds, src, keys, sizes, offsets, maps)

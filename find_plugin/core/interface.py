@@ -166,7 +166,6 @@ class FINDInterface(nn.Module):
             features,
             input_proj=self.input_proj,
             level_embed=self.level_embed,
-            hidden_dim=self.hidden_dim,
         )
 
     def build_variables(

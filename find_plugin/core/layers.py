@@ -127,16 +127,10 @@ class MLP(nn.Module):
         return x
 
 
-def sine_position_encoding(
-    feature: torch.Tensor, *, num_pos_feats: int, temperature: float = 10000.0
-) -> torch.Tensor:
-    """DETR-style 2-D sine encoding with normalize=True (scale 2*pi), no padding mask.
-
-    feature [B, C, h, w] (only its shape/device are used) -> [B, 2*num_pos_feats, h, w]
-    (y features first, then x).
-    """
-    b, _, h, w = feature.shape
-    device = feature.device
+def _sine_rows_and_columns(
+    h: int, w: int, num_pos_feats: int, temperature: float, device
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The two halves of :func:`sine_position_encoding`: per row [h, F] and per column [w, F]."""
     eps, scale = 1e-6, 2 * math.pi
     y = torch.arange(1, h + 1, dtype=torch.float32, device=device)
     x = torch.arange(1, w + 1, dtype=torch.float32, device=device)
@@ -149,10 +143,45 @@ def sine_position_encoding(
         v = v[:, None] / dim_t
         return torch.stack((v[:, 0::2].sin(), v[:, 1::2].cos()), dim=2).flatten(1)
 
-    pos_y = enc(y)[:, None, :].expand(h, w, num_pos_feats)
-    pos_x = enc(x)[None, :, :].expand(h, w, num_pos_feats)
+    return enc(y), enc(x)
+
+
+def sine_position_encoding(
+    feature: torch.Tensor, *, num_pos_feats: int, temperature: float = 10000.0
+) -> torch.Tensor:
+    """DETR-style 2-D sine encoding with normalize=True (scale 2*pi), no padding mask.
+
+    feature [B, C, h, w] (only its shape/device are used) -> [B, 2*num_pos_feats, h, w]
+    (y features first, then x).
+    """
+    b, _, h, w = feature.shape
+    pos_y, pos_x = _sine_rows_and_columns(h, w, num_pos_feats, temperature, feature.device)
+    pos_y = pos_y[:, None, :].expand(h, w, num_pos_feats)
+    pos_x = pos_x[None, :, :].expand(h, w, num_pos_feats)
     pos = torch.cat((pos_y, pos_x), dim=2).permute(2, 0, 1)
     return pos[None].expand(b, -1, -1, -1).to(feature.dtype)
+
+
+def add_sine_position_encoding(feature: torch.Tensor, temperature: float = 10000.0) -> torch.Tensor:
+    """``feature + sine_position_encoding(feature, num_pos_feats=C // 2)`` for feature [B, C, h, w]
+    (C even), the same values: the y half of the channels gets its per-row encoding, the x half
+    its per-column one, broadcast (the [C, h, w] encoding is never made, and the sum keeps the
+    feature's layout)."""
+    b, c, h, w = feature.shape
+    if c % 2:
+        raise ValueError(
+            f"add_sine_position_encoding: feature needs an even channel count, got {c}"
+        )
+    half = c // 2
+    pos_y, pos_x = _sine_rows_and_columns(h, w, half, temperature, feature.device)
+    pos_y = pos_y.t().to(feature.dtype)[None, :, :, None]  # [1, F, h, 1]
+    pos_x = pos_x.t().to(feature.dtype)[None, :, None, :]  # [1, F, 1, w]
+    if torch.is_grad_enabled() and feature.requires_grad:
+        return torch.cat((feature[:, :half] + pos_y, feature[:, half:] + pos_x), dim=1)
+    out = torch.empty_like(feature)
+    torch.add(feature[:, :half], pos_y, out=out[:, :half])
+    torch.add(feature[:, half:], pos_x, out=out[:, half:])
+    return out
 
 
 class InterfaceLayer(nn.Module):

@@ -2,10 +2,16 @@
 equals the written-out layer over all keys with the full masks on every row it keeps, and
 leaves the other rows alone; the row groups of a real layout cover every allowed pair."""
 
+import pytest
 import torch
 
 from find_plugin.core import attention_mask as am
-from find_plugin.core.layers import InterfaceLayer, MaskedAttention
+from find_plugin.core.layers import (
+    InterfaceLayer,
+    MaskedAttention,
+    add_sine_position_encoding,
+    sine_position_encoding,
+)
 from find_plugin.core.prototypes import merge_prototypes
 
 
@@ -176,3 +182,18 @@ def test_downsample_bilinear_equals_interpolate(monkeypatch):
     x.requires_grad_(True)
     downsample_bilinear(x, (12, 16)).sum().backward()
     assert x.grad is not None
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_add_sine_position_encoding_is_the_sum_with_the_encoding(grad):
+    """Half the channels get the per-row encoding, half the per-column one; the same values as
+    adding the full [C, h, w] encoding, with or without autograd (then gradients reach x)."""
+    x = torch.randn(2, 16, 5, 7).requires_grad_(grad)
+    expect = x.detach() + sine_position_encoding(x, num_pos_feats=8)
+    with torch.set_grad_enabled(grad):
+        got = add_sine_position_encoding(x)
+    torch.testing.assert_close(got.detach(), expect, rtol=0, atol=0)
+    assert got.is_contiguous()
+    if grad:
+        got.sum().backward()
+        torch.testing.assert_close(x.grad, torch.ones_like(x))
