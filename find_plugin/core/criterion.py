@@ -61,15 +61,10 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .mask_logits import FactoredMasks, MaskLogits, RowBatch, as_mask_logits, make_rows
+from .mask_logits import MaskLogits, RowBatch, as_mask_logits
+from .mask_terms import MaskTerms, resolve
 from .matcher import HungarianMatcher, MatchIndices
-from .point_losses import (
-    RandFn,
-    dice_loss,
-    draw_point_candidates,
-    sample_mask_points,
-    sigmoid_bce_loss,
-)
+from .point_losses import RandFn
 from .retrieval import fine_grained_loss, itc_loss
 from .similarity import grounding_logits, interleave_logits, spatial_logits
 
@@ -207,7 +202,7 @@ class FINDCriterion(nn.Module):
             # official order: the deepest aux layer first (draw order and dict order)
             layers += [(f"_{i}", out) for i, out in reversed(list(enumerate(aux)))]
         # the matched rows of every layer are made after all layers, in one product per image
-        # (RowBatch); their losses wait for them (_PendingTerms), their draws do not
+        # (RowBatch); their mask terms wait for them (mask_terms.Pending), their draws do not
         batch = RowBatch()
         result = {}
         for suffix, out in layers:
@@ -215,7 +210,7 @@ class FINDCriterion(nn.Module):
                 out, targets, logit_scale, num_masks, rows, rand_fn, batch
             ).items():
                 result[f"loss_{name}{suffix}"] = (name, value)
-        return {key: _resolve(value) * self.weights[name] for key, (name, value) in result.items()}
+        return {key: resolve(value) * self.weights[name] for key, (name, value) in result.items()}
 
     def _item_rows(self, outputs, targets) -> Dict[str, List[torch.Tensor]]:
         """Per active per-item group: for each image, the indices of its real query rows."""
@@ -252,8 +247,8 @@ class FINDCriterion(nn.Module):
 
         Groups run in the official order (it fixes the order of the random draws). With a
         :class:`~find_plugin.core.mask_logits.RowBatch` ``batch``, the point-sampled mask terms of
-        factored masks are pending (:func:`_resolve` gives their values once the batch's rows can
-        be made); without one, every value is a tensor.
+        factored masks are pending (:func:`~find_plugin.core.mask_terms.resolve` gives their
+        values); without one, every value is a tensor.
         """
         out = {}
         if "labels" in self.losses or "masks" in self.losses:
@@ -473,59 +468,19 @@ class FINDCriterion(nn.Module):
         if sum(len(index) for _, index in picks) == 0:
             zero = _zero(pred_all.anchor())
             return {f"{prefix}_bce": zero, f"{prefix}_dice": zero}
-        sampling = dict(
+        terms = MaskTerms(
+            prefix,
+            pred_all,
+            picks,
+            tgt,
+            num_masks,
             num_points=self.num_points,
             oversample_ratio=self.oversample_ratio,
             importance_sample_ratio=self.importance_sample_ratio,
+            rand_fn=rand_fn,
+            batch=batch,
         )
-        terms = _PendingTerms(prefix, tgt, num_masks, sampling)
-        if self.num_points is not None:
-            terms.draws = draw_point_candidates(
-                len(tgt), rand_fn=rand_fn, device=pred_all.device, **sampling
-            )
-        if batch is not None and isinstance(pred_all, FactoredMasks):
-            terms.rows = (batch, batch.request(pred_all, picks))
-            return terms.pending()
-        terms.rows = make_rows(pred_all, picks)
-        return terms.values()
-
-
-class _PendingTerms:
-    """The BCE and dice terms of one set of matched rows; computed when the rows exist."""
-
-    def __init__(self, prefix, tgt, num_masks, sampling):
-        self.prefix, self.tgt, self.num_masks, self.sampling = prefix, tgt, num_masks, sampling
-        self.draws = None
-        self.rows = None  # [R, h, w], or (RowBatch, handle)
-        self._values = None
-
-    def values(self) -> Dict[str, torch.Tensor]:
-        if self._values is None:
-            rows = self.rows
-            if isinstance(rows, tuple):
-                rows = rows[0].get(rows[1])
-            logits, labels = sample_mask_points(
-                rows.float(), self.tgt, draws=self.draws, **self.sampling
-            )
-            self._values = {
-                f"{self.prefix}_bce": sigmoid_bce_loss(logits, labels, self.num_masks),
-                f"{self.prefix}_dice": dice_loss(logits, labels, self.num_masks),
-            }
-        return self._values
-
-    def pending(self) -> Dict[str, "_Pending"]:
-        return {key: _Pending(self, key) for key in (f"{self.prefix}_bce", f"{self.prefix}_dice")}
-
-
-class _Pending:
-    """One value of :class:`_PendingTerms` (see :func:`_resolve`)."""
-
-    def __init__(self, terms: _PendingTerms, key: str):
-        self.terms, self.key = terms, key
-
-
-def _resolve(value) -> torch.Tensor:
-    return value.terms.values()[value.key] if isinstance(value, _Pending) else value
+        return terms.entries()
 
 
 # ---------------------------------------------------------------------- helpers
