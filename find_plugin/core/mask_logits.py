@@ -71,10 +71,6 @@ class DenseMasks:
         return self.logits
 
 
-#: points read per chunk by :meth:`FactoredMasks.sample` (2048 x 512 channels: 4 MB)
-SAMPLE_CHUNK = 2048
-
-
 class FactoredMasks:
     """Mask logits ``einsum("bqc,bchw->bqhw", embed, features)`` kept as ``embed`` [B, n, C] and
     ``features`` [B, C, h, w]; ``sample_features``: the same features in channels-last memory
@@ -119,16 +115,8 @@ class FactoredMasks:
         return torch.einsum("rc,chw->rhw", self.embed[b, index], self.features[b])
 
     def sample(self, b: int, coords: torch.Tensor) -> torch.Tensor:
-        features, embed = self.sample_features[b].float(), self.embed[b].float()
-        if torch.is_grad_enabled() and (features.requires_grad or embed.requires_grad):
-            return embed @ point_sample_vectors(features, coords).t()
-        # by chunks of points: each chunk's [p, C] reads stay in cache for their product (and
-        # are reused memory), where all [P, C] reads at once are fresh pages each call
-        out = embed.new_empty(embed.shape[0], coords.shape[0])
-        for start in range(0, coords.shape[0], SAMPLE_CHUNK):
-            points = point_sample_vectors(features, coords[start : start + SAMPLE_CHUNK])
-            torch.mm(embed, points.t(), out=out[:, start : start + SAMPLE_CHUNK])
-        return out
+        points = point_sample_vectors(self.sample_features[b].float(), coords)  # [P, C]
+        return self.embed[b].float() @ points.t()
 
     def anchor(self) -> torch.Tensor:
         # both inputs, so that a zero loss built on it reaches the mask features' producer too
