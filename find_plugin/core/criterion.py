@@ -54,6 +54,7 @@ Re-implements (facts from the papers and code, no code copied):
   CVPR 2022 (github.com/facebookresearch/Mask2Former).
 """
 
+from functools import partial
 from typing import Dict, List, Mapping, Optional, Sequence
 
 import torch
@@ -301,7 +302,8 @@ class FINDCriterion(nn.Module):
     ) -> Dict[str, torch.Tensor]:
         pred = _masks(outputs, "pred_masks")
         picks = [(b, src) for b, (src, _) in enumerate(indices)]
-        tgt = _gather_tgt([_get(t, "masks", b) for b, t in enumerate(targets)], indices, pred)
+        masks = [_get(t, "masks", b) for b, t in enumerate(targets)]
+        tgt = partial(_gather_tgt, masks, indices, pred)
         return self._mask_terms("mask", pred, picks, tgt, num_masks, rand_fn, batch)
 
     # ------------------------------------------------------------------ grounding
@@ -323,8 +325,8 @@ class FINDCriterion(nn.Module):
             [lg.detach() for lg in logits], gmasks.detach(), tmasks, rand_fn
         )
         picks = [(b, src) for b, (src, _) in enumerate(indices)]
-        tgt = _gather_tgt(tmasks, indices, gmasks)
-        num = max(len(tgt), 1)
+        tgt = partial(_gather_tgt, tmasks, indices, gmasks)
+        num = max(sum(len(src) for src, _ in indices), 1)
         out = self._mask_terms("grounding", gmasks, picks, tgt, num, rand_fn, batch)
         ce_terms = []
         for b, (lg, (si, ti)) in enumerate(zip(logits, indices)):
@@ -444,7 +446,7 @@ class FINDCriterion(nn.Module):
             ce_rows.append(logits[b].t()[ti])  # [n_kept, Q]: one distribution over proposals each
             ce_targets.append(si)
             picks.append((b, si))
-            tgt_list.append(tm[ti])
+            tgt_list.append((tm, ti))
         num = sum(len(s) for s in ce_targets)
         if num == 0:
             zero = _zero(pred_masks.anchor(), *zero_of)
@@ -454,7 +456,10 @@ class FINDCriterion(nn.Module):
         onehot[torch.arange(len(rows), device=rows.device), torch.cat(ce_targets)] = 1.0
         # soft-target form of the CE (same value as F.cross_entropy, and bitwise the official sum)
         ce = torch.sum(-onehot * F.log_softmax(rows, dim=-1), dim=-1).mean()
-        tgt = torch.cat(tgt_list)
+
+        def tgt():
+            return torch.cat([tm[ti] for tm, ti in tgt_list])
+
         out = self._mask_terms(prefix, pred_masks, picks, tgt, num, rand_fn, batch)
         out[f"{prefix}_ce"] = ce
         return out
@@ -462,7 +467,7 @@ class FINDCriterion(nn.Module):
     def _mask_terms(
         self, prefix, pred_all, picks, tgt, num_masks, rand_fn=None, batch=None
     ) -> Dict[str, object]:
-        """BCE and dice of the rows ``picks`` of ``pred_all`` against ``tgt`` [R, H, W] at the
+        """BCE and dice of the rows ``picks`` of ``pred_all`` against ``tgt()`` [R, H, W] at the
         importance-sampled points. The points are drawn now (draw order); with a ``batch`` and
         factored masks the rows are requested from it and the two values are pending."""
         if sum(len(index) for _, index in picks) == 0:

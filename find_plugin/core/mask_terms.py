@@ -9,7 +9,7 @@ layer in one product per image once all layers were set up. :class:`MaskTerms` h
 :func:`resolve` turns into values after the batch can be made.
 """
 
-from typing import Dict, Optional, Union
+from typing import Callable, Dict, Optional, Union
 
 import torch
 
@@ -26,9 +26,10 @@ __all__ = ["MaskTerms", "Pending", "resolve"]
 
 
 class MaskTerms:
-    """``{prefix}_bce`` and ``{prefix}_dice`` of the rows ``picks`` of ``pred`` against ``tgt``
-    [R, H, W] (R = the picked rows, in order), each summed over rows and divided by
-    ``num_masks``.
+    """``{prefix}_bce`` and ``{prefix}_dice`` of the rows ``picks`` of ``pred`` against the target
+    masks [R, H, W] (R = the picked rows, in order), each summed over rows and divided by
+    ``num_masks``. ``tgt`` is those masks, or a function making them when the terms are computed
+    (pending terms then do not hold every layer's matched target masks at once).
 
     ``num_points`` None reads every pixel centre of the prediction grid (no draws); otherwise
     ``num_points * oversample_ratio`` candidates and the fill-up points are drawn here, from
@@ -41,7 +42,7 @@ class MaskTerms:
         prefix: str,
         pred: MaskLogits,
         picks: RowPicks,
-        tgt: torch.Tensor,
+        tgt: Union[torch.Tensor, Callable[[], torch.Tensor]],
         num_masks: float,
         *,
         num_points: Optional[int],
@@ -59,8 +60,9 @@ class MaskTerms:
         )
         self.draws = None
         if num_points is not None:
+            num_rows = sum(len(index) for _, index in picks)
             self.draws = draw_point_candidates(
-                len(tgt), rand_fn=rand_fn, device=pred.device, **self.sampling
+                num_rows, rand_fn=rand_fn, device=pred.device, **self.sampling
             )
         self._batch, self._handle, self._rows = None, None, None
         if batch is not None and isinstance(pred, FactoredMasks):
@@ -78,8 +80,9 @@ class MaskTerms:
         """The two terms (makes the batch's rows if they are not made yet)."""
         if self._values is None:
             rows = self._rows if self._rows is not None else self._batch.get(self._handle)
+            tgt = self.tgt() if callable(self.tgt) else self.tgt
             logits, labels = sample_mask_points(
-                rows.float(), self.tgt, draws=self.draws, **self.sampling
+                rows.float(), tgt, draws=self.draws, **self.sampling
             )
             self._values = {
                 self.keys[0]: sigmoid_bce_loss(logits, labels, self.num_masks),
