@@ -18,11 +18,12 @@ described in ``tools/benchmark_workloads.py``.
 
 ``--baseline DIR`` runs the same figures from the checkout DIR (e.g. ``git worktree add
 /tmp/base <commit>``): both sides run in their own worker process (``PYTHONPATH`` = their
-checkout, same seeds, threads and sizes), called alternately, one call each in turn, so that load
-from other processes hits both alike; the table adds the ratio this / baseline of the medians and
-its range over the repeat rounds, for wall-clock time, CPU time of the process (steadier when
-other processes share the cores) and working memory. Figures the older checkout cannot run are
-reported as skipped.
+checkout, same seeds, threads and sizes), called alternately, one call each per round, in the
+order A B, B A, A B, ... (each side follows the other as often as itself), so that load from
+other processes and each side's effect on the next call hit both alike; the table adds the
+ratio this / baseline of the medians and its range over the repeat rounds, for wall-clock time,
+CPU time of the process (steadier when other processes share the cores) and working memory.
+Figures the older checkout cannot run are reported as skipped.
 """
 
 import argparse
@@ -222,8 +223,10 @@ def run_figure(figure: str, sides, args) -> dict:
     for _ in range(args.warmup):
         for side in live:
             side.request("call", figure)
-    for _ in range(args.repeat):  # alternate: one call of each side per round
-        for side in live:
+    for r in range(args.repeat):  # alternate: one call of each side per round
+        # in the order A B, B A, A B, ...: each side follows the other as often as itself (a
+        # call's memory churn slows the next call, whichever side that is)
+        for side in live if r % 2 == 0 else live[::-1]:
             res[side.name]["calls"].append(side.request("call", figure))
     probes = {side.name: [] for side in live}
     for _ in range(args.memory_calls):  # after the timed calls: their trim would slow those
