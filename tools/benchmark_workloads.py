@@ -67,13 +67,12 @@ class _Meter:
         self.mem_mb = None
 
     def __enter__(self):
-        if not self.memory:
-            pass
-        elif self.device.type == "cuda":
+        if self.device.type == "cuda":  # the timed call starts with nothing queued before it
             torch.cuda.synchronize(self.device)
+        if self.memory and self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
             self.before = torch.cuda.memory_allocated(self.device)
-        else:
+        elif self.memory:
             _trim()
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
@@ -86,13 +85,12 @@ class _Meter:
             torch.cuda.synchronize(self.device)
         self.time_s = time.perf_counter() - self.t0
         self.cpu_s = time.process_time() - self.c0
-        if not self.memory:
-            return False
-        if self.device.type == "cuda":
-            peak = torch.cuda.max_memory_allocated(self.device)
-        else:
-            peak = _status_kb("VmHWM") * 1024
-        self.mem_mb = max(peak - self.before, 0) / 2**20
+        if self.memory:
+            if self.device.type == "cuda":
+                peak = torch.cuda.max_memory_allocated(self.device)
+            else:
+                peak = _status_kb("VmHWM") * 1024
+            self.mem_mb = max(peak - self.before, 0) / 2**20
         return False
 
 

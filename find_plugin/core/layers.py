@@ -167,7 +167,7 @@ def add_sine_position_encoding(feature: torch.Tensor, temperature: float = 10000
     (C even), the same values: the y half of the channels gets its per-row encoding, the x half
     its per-column one, broadcast (the [C, h, w] encoding is never made, and the sum keeps the
     feature's layout)."""
-    b, c, h, w = feature.shape
+    c, h, w = feature.shape[1:]
     if c % 2:
         raise ValueError(
             f"add_sine_position_encoding: feature needs an even channel count, got {c}"
