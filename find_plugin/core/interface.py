@@ -73,7 +73,7 @@ from .feature_levels import (
     prepare_levels,
 )
 from .heads import OutputPlan, PredictionHeads
-from .layers import InterfaceLayer
+from .layers import InterfaceLayer, KeyValueBuffers
 from .prototypes import VariableSpec, merge_prototypes, variable_declarers
 from .sampler import VisualPromptSampler
 from .sequence import SequencePlan, build_sequence, sample_swaps
@@ -248,6 +248,8 @@ class FINDInterface(nn.Module):
             predictions.append(outputs)
             return blocked
 
+        # every layer writes its image keys/values over the previous layer's (layers.py)
+        image_kv = KeyValueBuffers()
         blocked = heads(content, 0)
         for i, layer in enumerate(self.layers):
             lvl = i % self.num_levels
@@ -262,6 +264,7 @@ class FINDInterface(nn.Module):
                 rows=these,
                 image_allowed=plan.image_allowed(lvl, hw, mask_rows, blocked, these),
                 image_offset=levels.offsets[lvl],
+                image_kv=image_kv,
             )
             blocked = heads(content, i + 1)
         return predictions

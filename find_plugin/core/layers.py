@@ -21,6 +21,29 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class KeyValueBuffers:
+    """Storage for the projected image keys and values [B, Nk, C] of the layers of one pass
+    without autograd: each layer writes over the previous layer's (dead once its attention is
+    done); the storage grows to the largest level's size and the smaller levels use its front.
+
+    Why: on CPU each fresh multi-megabyte tensor is new pages for the kernel to fault in (glibc
+    hands large blocks back to the system when they are freed); the image keys and values are
+    the largest tensors of an interface pass (2 x 13 MB per layer at 80 x 80), and writing them
+    into one storage instead of new tensors per layer saves most of the pass's page faults."""
+
+    def __init__(self):
+        self._storage: Optional[torch.Tensor] = None
+
+    def take(self, like: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Two tensors shaped like ``like`` [B, Nk, C] (same dtype and device), not overlapping;
+        their contents are undefined."""
+        n = like.numel()
+        s = self._storage
+        if s is None or s.numel() < 2 * n or (s.dtype, s.device) != (like.dtype, like.device):
+            self._storage = s = like.new_empty(2 * n)
+        return s[:n].view(like.shape), s[n : 2 * n].view(like.shape)
+
+
 class MaskedAttention(nn.Module):
     """Multi-head attention with packed in-projection (parameter names of nn.MultiheadAttention).
 
@@ -67,14 +90,25 @@ class MaskedAttention(nn.Module):
         return self._split(F.linear(query, self.in_proj_weight[:d], self.in_proj_bias[:d]))
 
     def project_keys_values(
-        self, key: torch.Tensor, value: torch.Tensor, *, offset: Optional[torch.Tensor] = None
+        self,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        *,
+        offset: Optional[torch.Tensor] = None,
+        out: Optional[KeyValueBuffers] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """key / value [B, Nk, C] (+ ``offset``) -> projected keys and values [B, Nk, C]."""
+        """key / value [B, Nk, C] (+ ``offset``) -> projected keys and values [B, Nk, C];
+        written into ``out`` (see :class:`KeyValueBuffers`) when given and autograd is off."""
         _, w_k, w_v = self.in_proj_weight.chunk(3)
         _, b_k, b_v = self.in_proj_bias.chunk(3)
         if offset is not None:  # the projected offset joins the bias (one GEMM with bias)
             b_k, b_v = F.linear(offset, w_k, b_k), F.linear(offset, w_v, b_v)
-        return F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
+        if out is None or torch.is_grad_enabled():
+            return F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
+        k, v = out.take(key)
+        torch.addmm(b_k, key.flatten(0, 1), w_k.t(), out=k.flatten(0, 1))
+        torch.addmm(b_v, value.flatten(0, 1), w_v.t(), out=v.flatten(0, 1))
+        return k, v
 
     def attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor
@@ -214,6 +248,7 @@ class InterfaceLayer(nn.Module):
         rows,
         image_allowed: torch.Tensor,
         image_offset: Optional[torch.Tensor] = None,
+        image_kv: Optional[KeyValueBuffers] = None,
     ) -> torch.Tensor:
         """content / pos [B, N, C] (the combined sequence); image [B, hw, C] (this layer's level)
         and image_keys [B, hw, C] (image + its positional encoding); ``rows``
@@ -221,7 +256,8 @@ class InterfaceLayer(nn.Module):
         image_allowed [B, Ni, hw] bool: the image part of the content-attention mask of
         ``rows.image_rows``; image_offset [C] (optional): a vector the image keys and values
         leave out, added after their projection (the level embedding,
-        :mod:`~find_plugin.core.feature_levels`).
+        :mod:`~find_plugin.core.feature_levels`); image_kv (optional): where to write the image
+        keys and values without autograd (:class:`KeyValueBuffers`).
         Returns the new content [B, N, C] (rows outside ``rows`` keep their content)."""
         # content attention: the image rows over the image, each token group over its tokens
         ca = self.cross_attn
@@ -229,7 +265,7 @@ class InterfaceLayer(nn.Module):
         qc = ca.project_query(q[:, rows.cross_rows])
         parts, start = [], len(rows.image_rows)
         if start:
-            k, v = ca.project_keys_values(image_keys, image, offset=image_offset)
+            k, v = ca.project_keys_values(image_keys, image, offset=image_offset, out=image_kv)
             parts.append(ca.attend(qc[:, :, :start], k, v, image_allowed))
         for g in rows.token_groups:
             k, v = ca.project_keys_values(q[:, g.cols], content[:, g.cols])

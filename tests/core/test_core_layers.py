@@ -8,6 +8,7 @@ import torch
 from find_plugin.core import attention_mask as am
 from find_plugin.core.layers import (
     InterfaceLayer,
+    KeyValueBuffers,
     MaskedAttention,
     add_sine_position_encoding,
     sine_position_encoding,
@@ -108,6 +109,35 @@ def test_interface_layer_over_blocks_equals_the_dense_layer_on_the_rows_it_keeps
     out = layer(content, pos, image, image + image_pos, rows=some, image_allowed=img_allowed)
     torch.testing.assert_close(out[:, :5], expected[:, :5], atol=1e-5, rtol=1e-5)
     assert torch.equal(out[:, 5:], content[:, 5:])
+
+
+def test_layers_sharing_key_value_buffers_equal_layers_without_them():
+    """Two layers write their image keys/values into the same storage (no autograd): the second
+    layer's output is that of layers with their own keys/values; the storage is reused for the
+    same or a smaller size and grows for a larger one; with autograd it is unused."""
+    torch.manual_seed(0)
+    layers = [InterfaceLayer(dim=16, num_heads=4, dim_feedforward=32).eval() for _ in range(2)]
+    content, pos, image, image_pos, img_allowed, cross, self_full, tg, sg = _scene()
+    rows = am.layer_rows(12, image_rows=torch.arange(5), token_groups=tg, self_groups=sg, keep=None)
+    kw = dict(rows=rows, image_allowed=img_allowed)
+
+    def two_layers(buffers):
+        x = content
+        for layer in layers:
+            x = layer(x, pos, image, image + image_pos, image_kv=buffers, **kw)
+        return x
+
+    with torch.no_grad():
+        expected = two_layers(None)
+        buffers = KeyValueBuffers()
+        torch.testing.assert_close(two_layers(buffers), expected, atol=1e-6, rtol=1e-6)
+        k, v = buffers.take(image)
+        assert v.data_ptr() - k.data_ptr() == image.numel() * image.element_size()
+        small = buffers.take(image[:, :7])  # a smaller level: the front of the same storage
+        assert small[0].shape == (2, 7, 16) and small[0].data_ptr() == k.data_ptr()
+        assert buffers.take(torch.cat([image, image], 1))[0].shape == (2, 60, 16)
+    grad_out = layers[0](content, pos, image, image + image_pos, image_kv=KeyValueBuffers(), **kw)
+    assert grad_out.requires_grad
 
 
 def test_interface_layer_runs_the_content_attention_its_condition_keys_need():
