@@ -167,15 +167,20 @@ def downsample_bilinear(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     # rows first (two whole-row reads per output row), then column pairs of the half-size sum:
     # twice as fast as four pixel-strided reads; by groups of channels, so that the row sums
     # (twice the output's size) never exist for all channels at once
-    def half_sums(part: torch.Tensor) -> torch.Tensor:
+    def half_sums(part: torch.Tensor, row_sums: Optional[torch.Tensor] = None) -> torch.Tensor:
         rows = part.unflatten(-2, (oh, fh))[..., r0 : r0 + 2, :]  # [..., oh, 2, W]
-        return (rows[..., 0, :] + rows[..., 1, :]).unflatten(-1, (ow, fw))[..., c0 : c0 + 2]
+        row_sums = torch.add(rows[..., 0, :], rows[..., 1, :], out=row_sums)
+        return row_sums.unflatten(-1, (ow, fw))[..., c0 : c0 + 2]
 
     if torch.is_grad_enabled() and x.requires_grad:  # autograd: plain ops on all channels
         pairs = half_sums(x)
         return (pairs[..., 0] + pairs[..., 1]) * 0.25
     out = x.new_empty(*x.shape[:-2], oh, ow)
-    for c in range(0, x.shape[-3], DOWNSAMPLE_CHANNELS):
-        pairs = half_sums(x[..., c : c + DOWNSAMPLE_CHANNELS, :, :])
-        torch.add(pairs[..., 0], pairs[..., 1], out=out[..., c : c + DOWNSAMPLE_CHANNELS, :, :])
+    # one row-sum buffer for all groups (a fresh one per group costs its page faults each time)
+    group = min(DOWNSAMPLE_CHANNELS, x.shape[-3])
+    row_sums = x.new_empty(*x.shape[:-3], group, oh, w)
+    for c in range(0, x.shape[-3], group):
+        part = x[..., c : c + group, :, :]
+        pairs = half_sums(part, row_sums[..., : part.shape[-3], :, :])
+        torch.add(pairs[..., 0], pairs[..., 1], out=out[..., c : c + group, :, :])
     return out.mul_(0.25)

@@ -266,6 +266,8 @@ class FINDInterface(nn.Module):
                 image_offset=levels.offsets[lvl],
                 image_kv=image_kv,
             )
+            if i == self.num_layers - 1:
+                image_kv = None  # freed before the last heads make the full-size masks
             blocked = heads(content, i + 1)
         return predictions
 
