@@ -279,3 +279,27 @@ def test_mask_boxes_equal_detectron2_bitmasks():
     assert torch.equal(mask_boxes(masks), BitMasks(masks).get_bounding_boxes().tensor)
     with pytest.raises(ValueError, match="bool"):
         mask_boxes(masks.float())
+
+
+def test_panoptic_owner_is_argmax_with_its_tie_rule():
+    """The pixel owner (largest score x probability, one map at a time) equals ``argmax`` over
+    the stacked products, ties (many here: quarter steps) going to the first query."""
+    from find_plugin.core.postprocess import _weighted_argmax
+
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randint(0, 5, (6, 9, 11), generator=g).float() / 4
+    scores = torch.tensor([1.0, 0.5, 1.0, 2.0, 0.5, 1.0])
+    expected = (scores[:, None, None] * maps).argmax(0)
+    assert torch.equal(_weighted_argmax(scores, maps), expected)
+    assert torch.equal(_weighted_argmax(scores, list(maps)), expected)
+
+
+@pytest.mark.parametrize("pixels", [128 * 3, 130])
+def test_count_true_counts_every_row(pixels):
+    """Pixel counts by runs of 128 (int16 partial sums) or whole rows equal the plain count."""
+    from find_plugin.core.postprocess import _count_true
+
+    masks = torch.rand(5, pixels, generator=torch.Generator().manual_seed(0)) > 0.3
+    masks[0] = True  # every run full: 128 fits the int16 partial sums
+    masks[1] = False
+    assert _count_true(masks).tolist() == masks.sum(1).tolist()
