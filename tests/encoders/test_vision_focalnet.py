@@ -177,3 +177,31 @@ def test_d2_config_builds_the_same_focalnet_variant(variant):
     assert ours.output_shape()["res5"].channels == 8 * FOCALNET_VARIANTS[variant]["embed_dim"]
     with pytest.raises(KeyError, match="no detectron2 config key .*'in_chans'"):
         set_find_vision_sections(cfg, backbone={"in_chans": 4})
+
+
+def test_focal_modulation_values_and_gradients_equal_the_written_out_sum():
+    """The gated sum accumulated in place equals sum_l gate_l * ctx_l + gate_L * global context
+    written out, in values and in gradients (a trainable backbone runs backward through it)."""
+    from torch.nn import functional as F
+
+    from find_plugin.encoders.vision.focalnet import FocalModulation
+
+    torch.manual_seed(0)
+    m = FocalModulation(dim=8, focal_level=2, focal_window=3)
+    x = torch.randn(2, 6, 5, 8, requires_grad=True)
+
+    def written_out(x):
+        q, ctx, gates = torch.split(m.f(x).permute(0, 3, 1, 2), (8, 8, 3), dim=1)
+        total = torch.zeros_like(q)
+        for level, layer in enumerate(m.focal_layers):
+            ctx = layer(ctx)
+            total = total + ctx * gates[:, level : level + 1]
+        total = total + F.gelu(ctx.mean((2, 3), keepdim=True)) * gates[:, 2:]
+        return m.proj((q * m.h(total)).permute(0, 2, 3, 1))
+
+    expected = written_out(x)
+    (g_expected,) = torch.autograd.grad(expected.square().sum(), x)
+    out = m(x)
+    (g_out,) = torch.autograd.grad(out.square().sum(), x)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(g_out, g_expected, atol=1e-6, rtol=1e-5)

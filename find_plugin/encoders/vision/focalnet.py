@@ -107,12 +107,20 @@ class FocalModulation(nn.Module):
         # the 1x1 ``h`` run in that layout, and the result needs no copy back to NHWC
         x = self.f(x).permute(0, 3, 1, 2)
         q, ctx, gates = torch.split(x, (c, c, self.focal_level + 1), dim=1)
-        ctx_all = 0
+
+        # the gated sum accumulates in place in the contexts' channels-last layout (a product
+        # with the [B, C, 1, 1] global context alone comes out NCHW, and adding it to the
+        # channels-last sum is a slow mixed-layout pass); addcmul_ does not need the sum's old
+        # value for its backward
+        def gated_sum(total, context, gate):
+            return context * gate if total is None else total.addcmul_(context, gate)
+
+        ctx_all = None
         for level, layer in enumerate(self.focal_layers):
             ctx = layer(ctx)
-            ctx_all = ctx_all + ctx * gates[:, level : level + 1]
+            ctx_all = gated_sum(ctx_all, ctx, gates[:, level : level + 1])
         ctx_global = self.act(ctx.mean(2, keepdim=True).mean(3, keepdim=True))
-        ctx_all = ctx_all + ctx_global * gates[:, self.focal_level :]
+        ctx_all = gated_sum(ctx_all, ctx_global, gates[:, self.focal_level :])
         if self.scaling_modulator:
             # Keeps the modulator magnitude independent of the number of levels.
             ctx_all = ctx_all / (self.focal_level + 1)
