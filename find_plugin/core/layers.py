@@ -21,6 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _autocast_enabled() -> bool:
+    """Whether an autocast region (CUDA or CPU) is active."""
+    return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
+
+
 class KeyValueBuffers:
     """Storage for the projected image keys and values [B, Nk, C] of the layers of one pass
     without autograd: each layer writes over the previous layer's (dead once its attention is
@@ -98,12 +103,14 @@ class MaskedAttention(nn.Module):
         out: Optional[KeyValueBuffers] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """key / value [B, Nk, C] (+ ``offset``) -> projected keys and values [B, Nk, C];
-        written into ``out`` (see :class:`KeyValueBuffers`) when given and autograd is off."""
+        written into ``out`` (see :class:`KeyValueBuffers`) when given and neither autograd nor
+        autocast is on."""
         _, w_k, w_v = self.in_proj_weight.chunk(3)
         _, b_k, b_v = self.in_proj_bias.chunk(3)
         if offset is not None:  # the projected offset joins the bias (one GEMM with bias)
             b_k, b_v = F.linear(offset, w_k, b_k), F.linear(offset, w_v, b_v)
-        if out is None or torch.is_grad_enabled():
+        if out is None or torch.is_grad_enabled() or _autocast_enabled():
+            # (autocast picks the products' dtype itself: no buffer of a fixed dtype)
             return F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
         k, v = out.take(key)
         torch.addmm(b_k, key.flatten(0, 1), w_k.t(), out=k.flatten(0, 1))

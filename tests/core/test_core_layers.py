@@ -138,6 +138,21 @@ def test_layers_sharing_key_value_buffers_equal_layers_without_them():
         assert buffers.take(torch.cat([image, image], 1))[0].shape == (2, 60, 16)
     grad_out = layers[0](content, pos, image, image + image_pos, image_kv=KeyValueBuffers(), **kw)
     assert grad_out.requires_grad
+    # autocast picks the products' dtype: the float32 storage is not used (bf16 on CPU here; the
+    # projected level offset comes out bf16)
+    offset = torch.randn(16)
+    ref = layers[0](content, pos, image, image + image_pos, image_offset=offset, **kw).detach()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        low = layers[0](
+            content,
+            pos,
+            image,
+            image + image_pos,
+            image_offset=offset,
+            image_kv=KeyValueBuffers(),
+            **kw,
+        )
+    torch.testing.assert_close(low.float(), ref, atol=0.1, rtol=0.05)
 
 
 def test_interface_layer_runs_the_content_attention_its_condition_keys_need():
