@@ -234,10 +234,12 @@ def _weighted_argmax(scores: torch.Tensor, maps: Sequence[torch.Tensor]) -> torc
     first maximal index on ties, as ``argmax``. One map at a time with a running maximum: the
     products are the same, and on CPU ``argmax`` over the first of three dims is 2-6x slower
     than these n passes over [H, W] (and needs the [n, H, W] product at once)."""
-    best = maps[0] * scores[0]
+    # the products in the promoted dtype of the [n] scores and the maps, as the stacked product
+    dtype = torch.promote_types(scores.dtype, maps[0].dtype)
+    best = maps[0].to(dtype) * scores[0]
     owner = torch.zeros(best.shape, dtype=torch.long, device=best.device)
     for k in range(1, len(maps)):
-        candidate = maps[k] * scores[k]
+        candidate = maps[k].to(dtype) * scores[k]
         owner.masked_fill_(candidate > best, k)  # strictly larger: the first index keeps ties
         torch.maximum(best, candidate, out=best)
     return owner

@@ -292,6 +292,11 @@ def test_panoptic_owner_is_argmax_with_its_tie_rule():
     expected = (scores[:, None, None] * maps).argmax(0)
     assert torch.equal(_weighted_argmax(scores, maps), expected)
     assert torch.equal(_weighted_argmax(scores, list(maps)), expected)
+    # bf16 maps with float32 scores: products in float32, as the stacked product promotes
+    low = (torch.rand(6, 9, 11, generator=g) * 0.01 + 0.5).to(torch.bfloat16)
+    wide = torch.tensor([1.0, 1.001, 1.002, 1.003, 1.004, 1.005])
+    expected = (wide[:, None, None] * low).argmax(0)
+    assert torch.equal(_weighted_argmax(wide, low), expected)
 
 
 @pytest.mark.parametrize("pixels", [128 * 3, 130])

@@ -205,3 +205,20 @@ def test_focal_modulation_values_and_gradients_equal_the_written_out_sum():
     (g_out,) = torch.autograd.grad(out.square().sum(), x)
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(g_out, g_expected, atol=1e-6, rtol=1e-5)
+
+
+def test_gated_sum_in_place_and_with_mixed_dtypes():
+    """In place when the dtypes agree; a product of another dtype (autocast) promotes out of
+    place instead of failing."""
+    from find_plugin.encoders.vision.focalnet import _gated_sum
+
+    g = torch.Generator().manual_seed(0)
+    total, ctx, gate = (torch.randn(1, 4, 3, 3, generator=g) for _ in range(3))
+    expected = total + ctx * gate
+    out = _gated_sum(total.clone(), ctx, gate)
+    torch.testing.assert_close(out, expected)
+    half = total.to(torch.bfloat16)
+    mixed = _gated_sum(half, ctx, gate)
+    assert mixed.dtype == torch.float32 and half.dtype == torch.bfloat16
+    torch.testing.assert_close(mixed, half.float() + ctx * gate)
+    assert torch.equal(_gated_sum(None, ctx, gate), ctx * gate)

@@ -21,7 +21,7 @@ Re-implements (facts from the papers and code, no code copied):
   (github.com/microsoft/X-Decoder).
 """
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +63,22 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+def _gated_sum(
+    total: Optional[torch.Tensor], context: torch.Tensor, gate: torch.Tensor
+) -> torch.Tensor:
+    """``total + context * gate`` (``context * gate`` when ``total`` is None), in place.
+
+    In place because the sum lives in the contexts' channels-last layout: a product with the
+    [B, C, 1, 1] global context alone comes out NCHW, and adding it to the channels-last sum is
+    a slow mixed-layout pass. ``addcmul_`` does not need the sum's old value for its backward.
+    Out of place when the product's dtype differs from the sum's (autocast may mix them)."""
+    if total is None:
+        return context * gate
+    if torch.result_type(context, gate) != total.dtype:
+        return total + context * gate
+    return total.addcmul_(context, gate)
 
 
 class FocalModulation(nn.Module):
@@ -107,20 +123,12 @@ class FocalModulation(nn.Module):
         # the 1x1 ``h`` run in that layout, and the result needs no copy back to NHWC
         x = self.f(x).permute(0, 3, 1, 2)
         q, ctx, gates = torch.split(x, (c, c, self.focal_level + 1), dim=1)
-
-        # the gated sum accumulates in place in the contexts' channels-last layout (a product
-        # with the [B, C, 1, 1] global context alone comes out NCHW, and adding it to the
-        # channels-last sum is a slow mixed-layout pass); addcmul_ does not need the sum's old
-        # value for its backward
-        def gated_sum(total, context, gate):
-            return context * gate if total is None else total.addcmul_(context, gate)
-
         ctx_all = None
         for level, layer in enumerate(self.focal_layers):
             ctx = layer(ctx)
-            ctx_all = gated_sum(ctx_all, ctx, gates[:, level : level + 1])
+            ctx_all = _gated_sum(ctx_all, ctx, gates[:, level : level + 1])
         ctx_global = self.act(ctx.mean(2, keepdim=True).mean(3, keepdim=True))
-        ctx_all = gated_sum(ctx_all, ctx_global, gates[:, self.focal_level :])
+        ctx_all = _gated_sum(ctx_all, ctx_global, gates[:, self.focal_level :])
         if self.scaling_modulator:
             # Keeps the modulator magnitude independent of the number of levels.
             ctx_all = ctx_all / (self.focal_level + 1)
