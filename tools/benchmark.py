@@ -6,7 +6,7 @@ side with another checkout.
     python tools/benchmark.py                           # full Focal-T size, 640x640, CPU
     python tools/benchmark.py --baseline /work/wt-baseline --threads 2 --repeat 7
     python tools/benchmark.py --quick --json out.json   # every figure at tiny sizes, seconds
-    python tools/benchmark.py --device cuda --dtype bfloat16 --only interface
+    python tools/benchmark.py --device cuda --dtype bfloat16 --only interface   # bf16 autocast
 
 Every figure is one call, repeated ``--repeat`` times after ``--warmup`` calls; the table gives
 the median and the range (min-max) of the wall-clock time, and the median working memory of
@@ -14,7 +14,8 @@ the median and the range (min-max) of the wall-clock time, and the median workin
 freed heap memory given back first; CUDA: ``max_memory_allocated`` minus the allocation before
 it). Memory is measured on calls of its own because giving the heap back makes the next call
 fault its whole working set in again, which repeated calls do not pay. The workloads are
-described in ``tools/benchmark_workloads.py``.
+described in ``tools/benchmark_workloads.py``. ``--dtype float16|bfloat16`` runs the figures
+(but the galleries) under ``torch.autocast`` of that dtype, the models staying float32.
 
 ``--baseline DIR`` runs the same figures from the checkout DIR (e.g. ``git worktree add
 /tmp/base <commit>``): both sides run in their own worker process (``PYTHONPATH`` = their
@@ -61,7 +62,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float16", "bfloat16"],
+        help="float32, or autocast to float16 / bfloat16 (models stay float32)",
+    )
     p.add_argument("--device", default=None, help="cpu (default) or cuda")
     p.add_argument("--only", nargs="+", choices=GROUPS, default=None, help="figure groups")
     p.add_argument("--baseline", default=None, help="another checkout to compare with")
@@ -81,6 +87,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--size must be a multiple of 32, got {args.size}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available")
+    device_type = torch.device(args.device).type
+    if args.dtype != "float32" and not W.autocast_supported(
+        device_type, getattr(torch, args.dtype)
+    ):
+        p.error(
+            f"--dtype {args.dtype}: torch {torch.__version__} has no {device_type} autocast to "
+            f"{args.dtype} (CPU autocast supports bfloat16)"
+        )
     if args.baseline and not os.path.isdir(os.path.join(args.baseline, "find_plugin")):
         p.error(f"--baseline {args.baseline}: no find_plugin package in that directory")
     return args

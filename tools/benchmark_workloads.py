@@ -29,12 +29,16 @@ Figures (``--quick`` shrinks every size; full size = the released Focal-T model)
 * ``gallery/<exact|faiss>/<N>``: one query (top-10) against N L2-normalised 512-d embeddings,
   exact (streamed torch) or through :class:`find_plugin.tasks.gallery.FaissGallery`; the build
   time and, for faiss, recall@10 against exact search are reported with it.
+
+Precision: models and inputs are float32; ``dtype`` float16 / bfloat16 runs every figure but the
+galleries under ``torch.autocast`` of that dtype (mixed precision, as detectron2's AMP).
 """
 
 import ctypes
 import inspect
 import re
 import time
+import warnings
 from typing import Callable, Dict, List
 
 import torch
@@ -118,6 +122,26 @@ def sizes(quick: bool, size: int) -> dict:
     )
 
 
+def autocast_supported(device_type: str, dtype: torch.dtype) -> bool:
+    """Whether ``torch.autocast(device_type, dtype=dtype)`` really autocasts in this torch (CPU
+    autocast of torch 2.3 supports bfloat16 only, and disables itself with a warning for
+    float16)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.autocast(device_type, dtype=dtype):
+            if device_type == "cpu":
+                return torch.is_autocast_cpu_enabled()
+            return torch.is_autocast_enabled()
+
+
+def _under_autocast(fn: Callable[[], object], device_type: str, dtype: torch.dtype):
+    def run():
+        with torch.autocast(device_type, dtype=dtype):
+            return fn()
+
+    return run
+
+
 def figure_names(gallery_sizes: List[int]) -> List[str]:
     """Every figure, in the order they run."""
     names = [f"interface/{t}" for t in TASKS]
@@ -136,7 +160,10 @@ class Workloads:
         from find_plugin.model import build_find_model
 
         self.root = find_plugin.__file__
-        self.device, self.dtype = torch.device(device), getattr(torch, dtype)
+        # models and inputs stay float32; a lower ``dtype`` is autocast around each call (as
+        # detectron2's AMP runs a model), see :func:`autocast_supported`
+        self.device, self.dtype = torch.device(device), torch.float32
+        self.autocast = None if dtype == "float32" else getattr(torch, dtype)
         self.seed, self.train_batch = int(seed), int(train_batch)
         self.gallery_queries = int(gallery_queries)
         self.quick = bool(quick)
@@ -239,6 +266,8 @@ class Workloads:
             "gallery": self._setup_gallery,
         }[kind]
         fn, facts = builder(figure)
+        if self.autocast is not None and kind != "gallery":  # vector search stays float32
+            fn = _under_autocast(fn, self.device.type, self.autocast)
         self._ready[figure] = fn
         return facts
 

@@ -81,3 +81,40 @@ def test_bad_arguments_fail_clearly(tool, tmp_path):
     with pytest.raises(SystemExit):
         tool.main(["--baseline", str(tmp_path)])  # no find_plugin there
     assert sys.modules.get("benchmark_workloads") is not None
+
+
+def test_low_precision_runs_under_autocast(tool, tmp_path, capsys):
+    """--dtype bfloat16 on CPU: the models stay float32 and every figure but the galleries runs
+    under bf16 autocast; a dtype this torch cannot autocast to on CPU is refused clearly."""
+    import torch
+
+    W = sys.modules.get("benchmark_workloads") or load_module(
+        "benchmark_workloads", ROOT / "tools" / "benchmark_workloads.py"
+    )
+    out = tmp_path / "bf16.json"
+    args = QUICK + ["--dtype", "bfloat16", "--only", "interface", "image_path", "train_step"]
+    assert tool.main(args + ["--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["dtype"] == "bfloat16" and len(report["results"]) == 8
+    for r in report["results"]:
+        _figure_ok(r["this"])
+    assert "dtype=bfloat16" in capsys.readouterr().out
+    w = W.Workloads(
+        quick=True,
+        size=64,
+        dtype="bfloat16",
+        device="cpu",
+        seed=0,
+        train_batch=1,
+        gallery_queries=4,
+    )
+    assert w.iface.logit_scale.dtype == torch.float32 and w.autocast == torch.bfloat16
+    seen = []
+    w.setup("interface/seg")
+    w.iface.register_forward_hook(lambda *a: seen.append(torch.is_autocast_cpu_enabled()))
+    w.call("interface/seg")
+    assert seen == [True]
+    if not W.autocast_supported("cpu", torch.float16):
+        with pytest.raises(SystemExit):
+            tool.main(QUICK + ["--dtype", "float16"])
+        assert "autocast" in capsys.readouterr().err
