@@ -149,8 +149,11 @@ RowPicks = Sequence[Tuple[int, torch.Tensor]]
 def make_rows(pred: MaskLogits, picks: RowPicks) -> torch.Tensor:
     """The rows ``picks`` of ``pred`` at full resolution, concatenated: [sum R_b, h, w]."""
     parts = [pred.rows(b, index) for b, index in picks]
-    if parts:
-        return torch.cat(parts)
+    return torch.cat(parts) if parts else _no_rows(pred)
+
+
+def _no_rows(pred: MaskLogits) -> torch.Tensor:
+    """Zero rows of ``pred``: [0, h, w]."""
     return torch.zeros((0,) + pred.size, dtype=pred.dtype, device=pred.device)
 
 
@@ -204,11 +207,7 @@ class RowBatch:
         made = []
         for i, (pred, picks) in enumerate(self._requests):
             got = [parts[i][k] for k in range(len(picks)) if k in parts[i]]
-            made.append(
-                torch.cat(got)
-                if got
-                else torch.zeros((0,) + pred.size, dtype=pred.dtype, device=pred.device)
-            )
+            made.append(torch.cat(got) if got else _no_rows(pred))
         return made
 
 

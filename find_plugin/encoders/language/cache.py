@@ -19,6 +19,7 @@ atomic on POSIX, so concurrent readers see either no file or a complete one, and
 writers of the same key leave one complete entry.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -144,10 +145,8 @@ class TokenFeatureCache:
                     os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-            except FileNotFoundError:
-                pass
             raise
         return path
 
@@ -174,19 +173,15 @@ class TokenFeatureCache:
 
     def delete(self, key: str) -> None:
         """Remove an entry if present."""
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path_for(key))
-        except FileNotFoundError:
-            pass
 
     @staticmethod
     def _delete_if_same(path: str, ino: int) -> None:
         # A concurrent writer may already have replaced the bad file with a good one: keep that.
-        try:
+        with contextlib.suppress(FileNotFoundError):
             if os.stat(path).st_ino == ino:
                 os.unlink(path)
-        except FileNotFoundError:
-            pass
 
     @staticmethod
     def _decode(blob: bytes, key: str, expected_dim: Optional[int]) -> CachedTokens:
